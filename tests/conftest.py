@@ -1,0 +1,59 @@
+"""Shared fixtures: configs composed from the real YAML files, with tiny data and a temp cache."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_module
+
+import unlearn_cli.cli  # noqa: F401  (registers the forget_tag resolver used by the configs)
+
+# Tiny synthetic data and a narrow CNN: a whole experiment takes well under a second.
+TINY = [
+    "dataset=synthetic",
+    "model.width=8",
+    "model.train.epochs=10",
+    "model.train.batch_size=32",
+    "device=cpu",
+]
+
+
+@pytest.fixture
+def make_cfg(tmp_path: Path):
+    def make(*overrides: str):
+        with initialize_config_module("unlearn_cli.configs", version_base="1.3"):
+            return compose("config", overrides=[f"cache_dir={tmp_path / 'cache'}", *overrides])
+
+    return make
+
+
+def unlearn_executable() -> str:
+    """The installed console script next to this interpreter (the venv's `unlearn`)."""
+    script = Path(sys.executable).with_name("unlearn")
+    return str(script) if script.exists() else shutil.which("unlearn") or "unlearn"
+
+
+@pytest.fixture
+def run_cli(tmp_path: Path):
+    """Run the installed `unlearn` script in a subprocess, inside tmp_path."""
+
+    def run(*args: str, check: bool = False) -> subprocess.CompletedProcess:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        proc = subprocess.run(
+            [unlearn_executable(), *args],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"unlearn {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    return run

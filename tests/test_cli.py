@@ -1,0 +1,108 @@
+"""The installed `unlearn` script, run as a user would, in a subprocess."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from .conftest import TINY as TINY_ARGS
+
+
+def test_single_run_writes_the_run_folder(run_cli, tmp_path):
+    proc = run_cli("run", *TINY_ARGS, check=True)
+    runs = list((tmp_path / "outputs" / "runs").iterdir())
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.name.endswith("_retrain_class1")
+    for name in (
+        "metrics.json",
+        "metrics.csv",
+        "unlearn.log",
+        ".hydra/config.yaml",
+        "checkpoints/unlearned.safetensors",
+        "checkpoints/unlearned.json",
+    ):
+        assert (run / name).is_file(), name
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["status"] == "completed"
+    assert metrics["config"]["forget"] == "class1" and metrics["device"] == "cpu"
+    assert metrics["models"]["retrain"]["forget_acc"] == 0.0
+    assert set(metrics["versions"]) >= {"python", "torch", "unlearn_cli"}
+    assert "forget_acc" in proc.stdout and "avg_gap" in proc.stdout  # the printed table
+    assert "cache miss" in (run / "unlearn.log").read_text()
+    # The cache lives in outputs/cache and the second run hits it.
+    run_cli("run", *TINY_ARGS, check=True)
+    second = max((tmp_path / "outputs" / "runs").iterdir())
+    assert "cache hit" in (second / "unlearn.log").read_text()
+
+
+def test_multirun_writes_jobs_and_summary(run_cli, tmp_path):
+    run_cli("run", "-m", *TINY_ARGS, "method=retrain", "seed=0,1", check=True)
+    sweeps = list((tmp_path / "outputs" / "sweeps").iterdir())
+    assert len(sweeps) == 1
+    jobs = sorted(p.name for p in sweeps[0].iterdir() if p.is_dir())
+    assert jobs == ["0_retrain_class1", "1_retrain_class1"]
+    summary = pd.read_csv(sweeps[0] / "summary.csv")
+    assert summary["seed"].tolist() == [0, 1]
+    assert (summary["status"] == "completed").all()
+    for job, row in zip(jobs, summary.itertuples(), strict=True):
+        metrics = json.loads((sweeps[0] / job / "metrics.json").read_text())
+        assert pytest.approx(metrics["models"]["unlearned"]["UA"]) == row.UA
+
+
+def test_failed_sweep_job_keeps_the_others(run_cli, tmp_path):
+    proc = run_cli("run", "-m", *TINY_ARGS, "forget_class=class0,unicorn")
+    assert proc.returncode != 0
+    sweep = next((tmp_path / "outputs" / "sweeps").iterdir())
+    summary = pd.read_csv(sweep / "summary.csv")
+    assert summary["status"].tolist() == ["completed", "failed"]
+    failed = json.loads((sweep / "1_retrain_unicorn" / "metrics.json").read_text())
+    assert "unknown class 'unicorn'" in failed["error"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["forget_class=unicorn"], "unknown class 'unicorn'; valid classes: class0, class1"),
+        (["forget_class=class0", "forget_fraction=0.1"], "not both"),
+        (["forget_fraction=1.5"], "strictly between 0 and 1"),
+        (["forget_fraction=0"], "strictly between 0 and 1"),
+        (["method=retrian"], "unknown method 'retrian'. Did you mean 'retrain'?"),
+        (["model=cnnn"], "Did you mean 'cnn'?"),
+        (["model.train.epochs=0"], "epochs must be a whole number >= 1"),
+        (["model.train.lr=-1"], "lr must be > 0"),
+        (["device=cuda:7"], "cuda:7"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_no_work(run_cli, tmp_path, args, message):
+    proc = run_cli("run", *TINY_ARGS, *args)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("unlearn: error: ")
+    assert message in lines[0]
+    assert not (tmp_path / "outputs" / "cache" / "models").exists()  # nothing was trained
+    assert not (tmp_path / "outputs" / "runs").exists() or not any(
+        (tmp_path / "outputs" / "runs").iterdir()
+    )
+
+
+def test_help_and_cfg_job(run_cli):
+    help_proc = run_cli("run", "--help", check=True)
+    assert "dataset: animal_mnist, digits, synthetic" in help_proc.stdout
+    cfg_proc = run_cli("run", "--cfg", "job", "method=retrain", "forget_fraction=0.1", check=True)
+    assert "forget_fraction: 0.1" in cfg_proc.stdout
+    top = run_cli(check=False)
+    assert top.returncode == 2 and "usage: unlearn" in top.stdout
+    unknown = run_cli("rnu")
+    assert unknown.returncode == 2 and "Did you mean 'run'?" in unknown.stderr
+
+
+def test_runs_from_another_directory_use_its_outputs(run_cli, tmp_path):
+    """Nothing is written anywhere but the current directory's outputs/ (no chdir tricks)."""
+    run_cli("run", *TINY_ARGS, check=True)
+    written = {p.relative_to(tmp_path).parts[0] for p in tmp_path.iterdir()}
+    assert written == {"outputs"}
+    assert Path(tmp_path / "outputs" / "cache" / "models").is_dir()

@@ -1,0 +1,65 @@
+"""Dataset builders, one per `configs/dataset/<name>.yaml`, looked up by name."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig
+from sklearn.model_selection import train_test_split
+
+from unlearn_cli.data import animal_mnist as animal_mnist_files
+from unlearn_cli.data.dataset import ImageDataset, from_arrays
+from unlearn_cli.registry import Registry
+
+DatasetBuilder = Callable[[DictConfig, Path], ImageDataset]
+DATASETS: Registry[DatasetBuilder] = Registry("dataset")
+
+# The train/test split never depends on the run seed: every run of a dataset shares one test set.
+SPLIT_SEED = 0
+
+
+def stratified_split(labels: np.ndarray, test_size: int | float) -> tuple[np.ndarray, np.ndarray]:
+    idx = np.arange(len(labels))
+    train_idx, test_idx = train_test_split(
+        idx, test_size=test_size, stratify=labels, random_state=SPLIT_SEED
+    )
+    return np.sort(train_idx), np.sort(test_idx)
+
+
+@DATASETS.register("animal_mnist")
+def animal_mnist(cfg: DictConfig, cache_dir: Path) -> ImageDataset:
+    images, labels = animal_mnist_files.load_arrays(cache_dir)
+    train_idx, test_idx = stratified_split(labels, cfg.test_size)
+    return from_arrays(
+        "animal_mnist", animal_mnist_files.CLASSES, images, labels, train_idx, test_idx
+    )
+
+
+@DATASETS.register("digits")
+def digits(cfg: DictConfig, cache_dir: Path) -> ImageDataset:
+    from sklearn.datasets import load_digits  # bundled with scikit-learn, no download
+
+    bunch = load_digits()
+    images, labels = bunch.images.astype(np.float32), bunch.target.astype(np.int64)
+    train_idx, test_idx = stratified_split(labels, cfg.test_size)
+    classes = tuple(str(c) for c in range(10))
+    return from_arrays("digits", classes, images, labels, train_idx, test_idx)
+
+
+@DATASETS.register("synthetic")
+def synthetic(cfg: DictConfig, cache_dir: Path) -> ImageDataset:
+    """Each class is a random prototype image; samples are the prototype plus Gaussian noise."""
+    rng = np.random.default_rng(cfg.data_seed)
+    k, n, s = int(cfg.num_classes), int(cfg.samples_per_class), int(cfg.image_size)
+    prototypes = rng.normal(size=(k, s, s)).astype(np.float32)
+    labels = np.repeat(np.arange(k), n)
+    images = prototypes[labels] + cfg.noise * rng.normal(size=(k * n, s, s)).astype(np.float32)
+    train_idx, test_idx = stratified_split(labels, cfg.test_size)
+    classes = tuple(f"class{c}" for c in range(k))
+    return from_arrays("synthetic", classes, images, labels, train_idx, test_idx)
+
+
+def load_dataset(cfg: DictConfig, cache_dir: Path | str) -> ImageDataset:
+    return DATASETS.get(cfg.name)(cfg, Path(cache_dir))

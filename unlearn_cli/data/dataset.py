@@ -1,0 +1,64 @@
+"""The in-memory image dataset every builder returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class ImageDataset:
+    """Images as normalised float32 NCHW tensors with int64 labels, split into train and test.
+
+    Small datasets live in memory as tensors: batches are slices, with no per-sample loader cost.
+    """
+
+    name: str
+    classes: tuple[str, ...]
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(self.x_train.shape[1:])  # type: ignore[return-value]
+
+    @property
+    def num_train(self) -> int:
+        return len(self.y_train)
+
+
+def from_arrays(
+    name: str,
+    classes: tuple[str, ...],
+    images: np.ndarray,
+    labels: np.ndarray,
+    train_idx: np.ndarray,
+    test_idx: np.ndarray,
+) -> ImageDataset:
+    """Turn uint8/float (N, H, W) or (N, C, H, W) arrays into a standardised ImageDataset.
+
+    Per-channel mean and std come from the training part alone, so the test set stays unseen.
+    """
+    x = torch.as_tensor(np.asarray(images, dtype=np.float32))
+    if x.ndim == 3:
+        x = x.unsqueeze(1)
+    x_train, x_test = x[torch.as_tensor(train_idx)], x[torch.as_tensor(test_idx)]
+    mean = x_train.mean(dim=(0, 2, 3), keepdim=True)
+    std = x_train.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
+    y = torch.as_tensor(np.asarray(labels, dtype=np.int64))
+    return ImageDataset(
+        name=name,
+        classes=classes,
+        x_train=((x_train - mean) / std).contiguous(),
+        y_train=y[torch.as_tensor(train_idx)].contiguous(),
+        x_test=((x_test - mean) / std).contiguous(),
+        y_test=y[torch.as_tensor(test_idx)].contiguous(),
+    )

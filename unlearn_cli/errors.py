@@ -1,0 +1,7 @@
+"""The one exception type for bad user input: reported as a single line, exit code 2."""
+
+
+class UserError(Exception):
+    """A problem with the user's input (config, names, files) that is knowable before any work."""
+
+    exit_code = 2

@@ -1,0 +1,136 @@
+"""Metric definitions of DESIGN.md section 6, on percentages 0-100.
+
+forget/retain/test/forget_test accuracy; UA = 100 - forget_acc, RA = retain_acc, TA = test_acc;
+MIA-efficacy (an RBF SVC on true-class confidence, retain = member vs test = non-member, applied to
+the forget set); mia_auc (ROC-AUC of the loss separating forget from non-member samples).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import roc_auc_score
+from sklearn.svm import SVC
+from torch import nn
+
+from unlearn_cli.data.split import ForgetSplit
+
+GAP_METRICS = ("UA", "RA", "TA", "MIA")
+
+
+@torch.no_grad()
+def predict_logits(
+    model: nn.Module, x: torch.Tensor, device: torch.device, batch_size: int
+) -> torch.Tensor:
+    """Logits for `x` in eval mode, computed in batches on `device`, returned on the CPU."""
+    model.eval()
+    out = [
+        model(x[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)
+    ]
+    return torch.cat(out) if out else torch.empty(0)
+
+
+def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
+    """Percent correct; NaN for an empty set (e.g. forget_test under random forgetting)."""
+    if len(y) == 0:
+        return math.nan
+    return 100.0 * (logits.argmax(dim=1) == y).float().mean().item()
+
+
+def true_class_confidence(logits: torch.Tensor, y: torch.Tensor) -> np.ndarray:
+    if len(y) == 0:
+        return np.empty(0, dtype=np.float32)
+    return F.softmax(logits, dim=1).gather(1, y[:, None]).squeeze(1).numpy()
+
+
+def per_sample_loss(logits: torch.Tensor, y: torch.Tensor) -> np.ndarray:
+    if len(y) == 0:
+        return np.empty(0, dtype=np.float32)
+    return F.cross_entropy(logits, y, reduction="none").numpy()
+
+
+def mia_efficacy(
+    member_conf: np.ndarray,
+    nonmember_conf: np.ndarray,
+    target_conf: np.ndarray,
+    seed: int,
+    max_per_side: int,
+) -> float:
+    """% of target samples that an SVC, fit on members vs non-members, calls non-members.
+
+    Members and non-members are subsampled to the same size (balanced), as in SalUn's SVC_MIA.
+    """
+    if len(target_conf) == 0 or len(member_conf) == 0 or len(nonmember_conf) == 0:
+        return math.nan
+    rng = np.random.default_rng(seed)
+    n = min(len(member_conf), len(nonmember_conf), max_per_side)
+    members = rng.choice(member_conf, size=n, replace=False)
+    nonmembers = rng.choice(nonmember_conf, size=n, replace=False)
+    features = np.concatenate([members, nonmembers])[:, None]
+    labels = np.concatenate([np.ones(n), np.zeros(n)])
+    attack = SVC(C=3, gamma="auto", kernel="rbf").fit(features, labels)
+    predicted = attack.predict(np.asarray(target_conf)[:, None])
+    return 100.0 * float(np.mean(predicted == 0))
+
+
+def loss_auc(member_loss: np.ndarray, nonmember_loss: np.ndarray) -> float:
+    """ROC-AUC of "lower loss means member": 0.5 = indistinguishable, 1 = fully exposed."""
+    if len(member_loss) == 0 or len(nonmember_loss) == 0:
+        return math.nan
+    labels = np.concatenate([np.ones(len(member_loss)), np.zeros(len(nonmember_loss))])
+    scores = -np.concatenate([member_loss, nonmember_loss])
+    return float(roc_auc_score(labels, scores))
+
+
+def evaluate_model(
+    model: nn.Module,
+    split: ForgetSplit,
+    device: torch.device,
+    batch_size: int,
+    seed: int,
+    mia_max_per_side: int,
+) -> dict[str, float]:
+    """All accuracy and privacy metrics of one model on one split."""
+    views = {
+        "forget": split.forget,
+        "retain": split.retain,
+        "test": split.test,
+        "forget_test": split.forget_test,
+    }
+    logits = {k: predict_logits(model, x, device, batch_size) for k, (x, _) in views.items()}
+    labels = {k: y for k, (_, y) in views.items()}
+    acc = {f"{k}_acc": accuracy(logits[k], labels[k]) for k in views}
+    conf = {k: true_class_confidence(logits[k], labels[k]) for k in views}
+    loss = {k: per_sample_loss(logits[k], labels[k]) for k in views}
+    # Non-members for the loss AUC: unseen samples of the same distribution as the forget set.
+    reference = "forget_test" if split.scenario == "class" else "test"
+    return {
+        **acc,
+        "UA": 100.0 - acc["forget_acc"],
+        "RA": acc["retain_acc"],
+        "TA": acc["test_acc"],
+        "MIA": mia_efficacy(conf["retain"], conf["test"], conf["forget"], seed, mia_max_per_side),
+        "mia_auc": loss_auc(loss["forget"], loss[reference]),
+    }
+
+
+def add_gaps(rows: dict[str, dict[str, float]], reference: str = "retrain") -> None:
+    """Add |m - m_retrain| for UA, RA, TA, MIA and their mean `avg_gap` to every row, in place."""
+    ref = rows[reference]
+    for row in rows.values():
+        gaps = [abs(row[m] - ref[m]) for m in GAP_METRICS]
+        for metric, gap in zip(GAP_METRICS, gaps, strict=True):
+            row[f"gap_{metric}"] = gap
+        row["avg_gap"] = float(np.mean(gaps))
+
+
+def add_costs(rows: dict[str, dict[str, float]], seconds: dict[str, float | None]) -> None:
+    """time_s of each model's unlearning step and speedup = retrain time_s / time_s."""
+    retrain_s = seconds["retrain"]
+    for name, row in rows.items():
+        s = seconds.get(name)
+        row["time_s"] = math.nan if s is None else s
+        row["speedup"] = math.nan if not s or retrain_s is None else retrain_s / s

@@ -1,0 +1,19 @@
+"""retrain: exact unlearning, training from scratch on the retain set alone (the gold standard)."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from unlearn_cli.data.split import ForgetSplit
+from unlearn_cli.methods.base import METHODS, UnlearnContext
+from unlearn_cli.training import train_classifier
+
+
+@METHODS.register("retrain")
+def retrain(model: nn.Module, split: ForgetSplit, ctx: UnlearnContext) -> nn.Module:
+    """Ignore the trained `model`; train a fresh one on retain samples only."""
+    fresh = ctx.fresh_model()
+    x, y = split.retain
+    result = train_classifier(fresh, x, y, ctx.train_cfg, ctx.device, ctx.seed, "retrain")
+    ctx.metrics["train_seconds"] = result.seconds
+    return fresh

@@ -1,0 +1,67 @@
+"""Checks of a composed config that must pass before any data is loaded or model trained."""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from unlearn_cli.data import DATASETS
+from unlearn_cli.errors import UserError
+from unlearn_cli.methods import METHODS
+from unlearn_cli.models import MODELS
+from unlearn_cli.training import OPTIMIZERS, SCHEDULES
+
+
+def require(condition: bool, message: str) -> None:
+    if not condition:
+        raise UserError(message)
+
+
+def is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def validate_train_cfg(train: DictConfig, where: str) -> None:
+    require(
+        isinstance(train.epochs, int) and train.epochs >= 1,
+        f"{where}.epochs must be a whole number >= 1, got {train.epochs!r}",
+    )
+    require(
+        isinstance(train.batch_size, int) and train.batch_size >= 1,
+        f"{where}.batch_size must be a whole number >= 1, got {train.batch_size!r}",
+    )
+    require(is_number(train.lr) and train.lr > 0, f"{where}.lr must be > 0, got {train.lr!r}")
+    require(
+        is_number(train.weight_decay) and train.weight_decay >= 0,
+        f"{where}.weight_decay must be >= 0, got {train.weight_decay!r}",
+    )
+    OPTIMIZERS.get(train.optimizer)
+    require(
+        train.schedule in SCHEDULES,
+        f"{where}.schedule must be one of {', '.join(SCHEDULES)}, got {train.schedule!r}",
+    )
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Raise UserError with one clear line for the first problem found."""
+    DATASETS.get(cfg.dataset.name)
+    MODELS.get(cfg.model.name)
+    METHODS.get(cfg.method.name)
+    require(
+        isinstance(cfg.seed, int) and not isinstance(cfg.seed, bool),
+        f"seed must be a whole number, got {cfg.seed!r}",
+    )
+    require(
+        cfg.forget_class is None or cfg.forget_fraction is None,
+        "give either forget_class or forget_fraction, not both",
+    )
+    if cfg.forget_fraction is not None:
+        require(
+            is_number(cfg.forget_fraction) and 0 < cfg.forget_fraction < 1,
+            f"forget_fraction must be a number strictly between 0 and 1, "
+            f"got {cfg.forget_fraction!r}",
+        )
+    validate_train_cfg(cfg.model.train, "model.train")
+    require(
+        isinstance(cfg.evaluation.batch_size, int) and cfg.evaluation.batch_size >= 1,
+        f"evaluation.batch_size must be a whole number >= 1, got {cfg.evaluation.batch_size!r}",
+    )
