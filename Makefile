@@ -14,9 +14,9 @@ $(BIN)/python:
 $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet -c constraints.txt torch torchvision
+	$(PIP) install --quiet -c constraints.txt -e ".[dev]"
 	# The default dataset; --no-deps because its declared dependencies pull in TensorFlow.
 	$(PIP) install --quiet --no-deps animal-mnist==0.4
-	$(PIP) install --quiet -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -1,4 +1,4 @@
-"""A wheel install (not editable) carries the configs and runs `unlearn run` (DESIGN.md section 4)."""
+"""A wheel install (not editable) carries the configs and runs `unlearn run` (DESIGN.md 4)."""
 
 from __future__ import annotations
 

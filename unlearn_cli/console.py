@@ -28,7 +28,7 @@ def make_log_handler() -> logging.Handler:
 
 
 @contextmanager
-def progress_bar(description: str, total: int) -> Iterator["_Bar"]:
+def progress_bar(description: str, total: int) -> Iterator[_Bar]:
     """A rich progress bar for `total` steps; the caller calls `advance` on what it yields."""
     progress = Progress(
         TextColumn("{task.description}"),

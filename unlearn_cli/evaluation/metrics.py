@@ -8,6 +8,8 @@ the forget set); mia_auc (ROC-AUC of the loss separating forget from non-member 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -21,15 +23,28 @@ from unlearn_cli.data.split import ForgetSplit
 GAP_METRICS = ("UA", "RA", "TA", "MIA")
 
 
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode for the block, then every submodule back in the mode it was in."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
 @torch.no_grad()
 def predict_logits(
     model: nn.Module, x: torch.Tensor, device: torch.device, batch_size: int
 ) -> torch.Tensor:
     """Logits for `x` in eval mode, computed in batches on `device`, returned on the CPU."""
-    model.eval()
-    out = [
-        model(x[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)
-    ]
+    with eval_mode(model):
+        out = [
+            model(x[i : i + batch_size].to(device)).float().cpu()
+            for i in range(0, len(x), batch_size)
+        ]
     return torch.cat(out) if out else torch.empty(0)
 
 

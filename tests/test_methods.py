@@ -1,0 +1,255 @@
+"""Unlearning methods against ground truth on tiny synthetic data.
+
+The generic tests cover every registered method; method-specific ones check what each promises.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from unlearn_cli.data import load_dataset, make_split
+from unlearn_cli.evaluation.metrics import accuracy, predict_logits
+from unlearn_cli.methods import METHODS, UnlearnContext
+from unlearn_cli.methods.influence import FlatObjective
+from unlearn_cli.models import build_model
+from unlearn_cli.training import train_classifier
+
+from .conftest import TINY
+
+CPU = torch.device("cpu")
+
+
+def acc(model, xy) -> float:
+    return accuracy(predict_logits(model, xy[0], CPU, 1024), xy[1])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A synthetic dataset and a CNN trained on all of it (shared by the tests of this module)."""
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module("unlearn_cli.configs", version_base="1.3"):
+        cfg = compose("config", overrides=TINY)
+    data = load_dataset(cfg.dataset, tmp_path_factory.mktemp("cache"))
+    model = build_model(cfg.model, data.input_shape, data.num_classes, seed=0)
+    train_classifier(model, data.x_train, data.y_train, cfg.model.train, CPU, 0, "original")
+    return cfg, data, model
+
+
+def unlearn(trained, make_cfg, method, *overrides, forget_fraction=None):
+    cfg, data, original = trained
+    mcfg = make_cfg(*TINY, f"method={method}", *overrides).method
+    split = make_split(data, None, forget_fraction, "class1", seed=0)
+    ctx = UnlearnContext(
+        mcfg, cfg.model.train, CPU, 0,
+        lambda: build_model(cfg.model, data.input_shape, data.num_classes, seed=0),
+    )  # fmt: skip
+    model = METHODS.get(method)(copy.deepcopy(original), split, ctx)
+    return model, split, ctx
+
+
+# The synthetic forget set is one batch, so methods counted in passes over it need more passes.
+TINY_DATA_OVERRIDES = {"adversarial": ["method.epochs=40", "method.gen_lr=0.001"]}
+
+
+@pytest.mark.parametrize("method", METHODS.names())
+def test_class_forgetting_drops_forget_accuracy_and_keeps_retain(trained, make_cfg, method):
+    _, _, original = trained
+    model, split, _ = unlearn(trained, make_cfg, method, *TINY_DATA_OVERRIDES.get(method, []))
+    assert acc(original, split.forget) > 95
+    assert acc(model, split.forget) <= 5, "the forgotten class is still recognised"
+    assert acc(model, split.forget_test) <= 10
+    assert acc(model, split.retain) >= acc(original, split.retain) - 5
+    assert acc(model, split.test) >= acc(original, split.test) - 8
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+# negative_gradient -------------------------------------------------------------------------------
+
+
+def test_negative_gradient_stops_at_the_target(trained, make_cfg):
+    model, split, ctx = unlearn(trained, make_cfg, "negative_gradient", "method.epochs=50")
+    assert ctx.metrics["stop_reason"] == "target_reached"
+    assert ctx.metrics["forget_target"] == 0.0
+    assert ctx.metrics["steps"] < 50 * math.ceil(len(split.forget_idx) / 64)
+    assert acc(model, split.forget) == 0.0
+
+
+def test_negative_gradient_random_target_is_test_accuracy(trained, make_cfg):
+    _, _, original = trained
+    model, split, ctx = unlearn(
+        trained, make_cfg, "negative_gradient", "method.retain_weight=0.9", forget_fraction=0.2
+    )
+    assert ctx.metrics["forget_target"] == pytest.approx(acc(original, split.test))
+    if ctx.metrics["stop_reason"] == "target_reached":
+        assert acc(model, split.forget) <= ctx.metrics["forget_target"]
+
+
+def test_negative_gradient_divergence_guard_restores_good_weights(trained, make_cfg):
+    model, _, ctx = unlearn(
+        trained, make_cfg, "negative_gradient",
+        "method.lr=1e30", "method.grad_clip=0", "method.stop_target=-1", "method.epochs=20",
+    )  # fmt: skip
+    assert ctx.metrics["stop_reason"] == "diverged" and ctx.metrics["diverged"]
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+# influence ---------------------------------------------------------------------------------------
+
+L2 = 0.01
+
+
+def fit_logistic(model, x, y):
+    """Exact optimum of mean CE + (L2/2)||theta||^2 (full-batch L-BFGS to tight tolerance)."""
+    opt = torch.optim.LBFGS(
+        model.parameters(),
+        lr=1,
+        max_iter=500,
+        tolerance_grad=1e-10,
+        tolerance_change=1e-12,
+        history_size=50,
+        line_search_fn="strong_wolfe",
+    )
+
+    def closure():
+        opt.zero_grad()
+        theta = torch.cat([p.reshape(-1) for p in model.parameters()])
+        loss = F.cross_entropy(model(x), y) + L2 / 2 * theta @ theta
+        loss.backward()
+        return loss
+
+    for _ in range(3):
+        opt.step(closure)
+    return model
+
+
+def flat(model):
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+
+@pytest.fixture(scope="module")
+def convex(trained):
+    """Original and exactly retrained L2-regularised logistic models, random 10% forgotten."""
+    from hydra import compose, initialize_config_module
+
+    cfg, data, _ = trained
+    with initialize_config_module("unlearn_cli.configs", version_base="1.3"):
+        mcfg = compose("config", overrides=["dataset=synthetic", "model=logistic"]).model
+    split = make_split(data, None, 0.1, None, seed=0)
+    fresh = lambda: build_model(mcfg, data.input_shape, data.num_classes, seed=0).double()  # noqa: E731
+    x, y = data.x_train.double(), data.y_train
+    original = fit_logistic(fresh(), x, y)
+    retrained = fit_logistic(fresh(), x[split.retain_idx], y[split.retain_idx])
+    return mcfg, split, original, retrained
+
+
+def closeness(model, original, retrained, split) -> tuple[float, float]:
+    distance = (flat(model) - flat(retrained)).norm() / (flat(original) - flat(retrained)).norm()
+    x = split.data.x_test.double()
+    agree = (model(x).argmax(1) == retrained(x).argmax(1)).double().mean()
+    return float(distance), 100 * float(agree)
+
+
+def test_influence_lands_near_the_retrained_optimum(convex, make_cfg):
+    mcfg, split, original, retrained = convex
+    cfg = make_cfg(
+        "method=influence",
+        "method.solver=exact",
+        f"method.l2={L2}",
+        "method.damping=0",
+        "method.newton_steps=1",
+    )
+    ctx = UnlearnContext(cfg.method, mcfg.train, CPU, 0, lambda: None)
+    split64 = type(split)(
+        split.data.__class__(**{**split.data.__dict__, "x_train": split.data.x_train.double(),
+                                "x_test": split.data.x_test.double()}),
+        split.forget_idx, split.retain_idx, split.forget_classes, split.tag,
+    )  # fmt: skip
+    model = METHODS.get("influence")(copy.deepcopy(original), split64, ctx)
+    distance, agree = closeness(model, original, retrained, split)
+    assert distance <= 0.10, f"influence is {distance:.1%} of the original's distance to retrain"
+    assert agree >= 99.0
+    assert ctx.metrics["gradient_residual_norm"] < 1e-3
+
+
+def test_reversed_sign_influence_fails_the_same_check(convex):
+    """The widely copied theta - (1/n) H^-1 sum grad loss(z) re-learns the samples: caught."""
+    _, split, original, retrained = convex
+    obj = FlatObjective(original)
+    theta = obj.flat()
+    x = split.data.x_train.double()
+    y = split.data.y_train
+    h = torch.func.hessian(obj.loss)(theta, x[split.retain_idx], y[split.retain_idx])
+    h = h + L2 * torch.eye(len(theta), dtype=theta.dtype)
+    forget_grad = torch.func.grad(obj.loss)(theta, x[split.forget_idx], y[split.forget_idx])
+    k, n = len(split.forget_idx), split.data.num_train
+    # grad L_r(theta*) at the regularised full optimum is -(k/(n-k)) (mean forget grad + l2 theta).
+    right = theta + torch.linalg.solve(h, (forget_grad + L2 * theta) * k / (n - k))
+    wrong = theta - torch.linalg.solve(h, forget_grad * k / n)  # the snippet: -(1/n) H^-1 sum grad
+    for update, should_pass in ((right, True), (wrong, False)):
+        model = copy.deepcopy(original)
+        FlatObjective(model).assign(update)
+        distance, _ = closeness(model, original, retrained, split)
+        assert (distance <= 0.10) is should_pass
+
+
+def test_influence_noise_reports_certified_epsilon(convex, make_cfg):
+    mcfg, split, original, _ = convex
+    cfg = make_cfg(
+        "method=influence", "method.solver=exact", f"method.l2={L2}", "method.noise_sigma=0.01"
+    )
+    ctx = UnlearnContext(cfg.method, mcfg.train, CPU, 0, lambda: None)
+    data = split.data
+    split = type(split)(
+        data.__class__(**{**data.__dict__, "x_train": data.x_train.double(),
+                          "x_test": data.x_test.double()}),
+        split.forget_idx, split.retain_idx, split.forget_classes, split.tag,
+    )  # fmt: skip
+    before = flat(original)
+    model = METHODS.get("influence")(copy.deepcopy(original), split, ctx)
+    eps = ctx.metrics["certified_epsilon"]
+    expected = (
+        ctx.metrics["gradient_residual_norm"] / L2 * math.sqrt(2 * math.log(1.25 / 1e-5)) / 0.01
+    )
+    assert eps == pytest.approx(expected)
+    assert not torch.equal(flat(model), before)
+
+
+def test_influence_cg_solver_runs_on_the_cnn(trained, make_cfg):
+    model, split, ctx = unlearn(
+        trained,
+        make_cfg,
+        "influence",
+        "method.solver=cg",
+        "method.cg_iters=5",
+        "method.newton_steps=1",
+    )
+    assert ctx.metrics["cg_iterations"] <= 5 and ctx.metrics["parameters"] > 1000
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_influence_exact_refuses_huge_hessians(trained, make_cfg):
+    from unlearn_cli.errors import UserError
+
+    with pytest.raises(UserError, match="max_exact_params"):
+        unlearn(trained, make_cfg, "influence", "method.solver=exact", "method.max_exact_params=10")
+
+
+# adversarial -------------------------------------------------------------------------------------
+
+
+def test_adversarial_lowers_the_discriminator_score(trained, make_cfg):
+    model, split, ctx = unlearn(
+        trained, make_cfg, "adversarial", *TINY_DATA_OVERRIDES["adversarial"]
+    )
+    m = ctx.metrics
+    assert m["disc_score_forget"] < m["disc_score_forget_original"]
+    assert m["disc_score_forget"] < 0.5
+    assert m["forgotten_misclassified_pct"] >= 90
+    assert len(m["examples_top3"]) == 5
+    assert all(ex["top3"][0][0] != "class1" for ex in m["examples_top3"])

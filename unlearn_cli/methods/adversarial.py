@@ -1,0 +1,167 @@
+"""adversarial: a generator/discriminator game that makes forget outputs look ordinary.
+
+The generator is the trained model itself (never a fresh network: that would throw away what it
+knows). A discriminator, an MLP on softmax output vectors (num_classes -> 512 -> 256 -> 1), learns
+to tell the model's outputs on forget samples ("fake") from a frozen copy of the original model's
+outputs on reference samples ("real"); the model learns to fool it. Reference samples: for class
+forgetting, retain samples (confident predictions of *other* classes); for random forgetting,
+held-out test images, unlabelled (what the model shows on data it never trained on). A retain term
+(cross-entropy, or KL to the frozen original) keeps the model from collapsing.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from unlearn_cli.console import progress_bar
+from unlearn_cli.data.split import ForgetSplit
+from unlearn_cli.evaluation.metrics import predict_logits
+from unlearn_cli.methods.base import METHODS, UnlearnContext
+from unlearn_cli.methods.common import DivergenceGuard, endless_batches, freeze_norm_layers
+
+log = logging.getLogger(__name__)
+
+
+def discriminator(num_classes: int) -> nn.Module:
+    return nn.Sequential(
+        nn.Linear(num_classes, 512), nn.LeakyReLU(0.2),
+        nn.Linear(512, 256), nn.LeakyReLU(0.2),
+        nn.Linear(256, 1),
+    )  # fmt: skip
+
+
+def reference_images(split: ForgetSplit, choice: str) -> torch.Tensor:
+    if choice == "auto":
+        choice = "retain" if split.scenario == "class" else "heldout"
+    if choice == "retain":
+        return split.retain[0]
+    if choice == "heldout":
+        return split.data.x_test  # images only: the test labels are never used
+    raise ValueError(f"method.reference must be auto, retain or heldout, not {choice!r}")
+
+
+def retain_loss(kind: str, model: nn.Module, frozen: nn.Module, x, y) -> torch.Tensor:
+    logits = model(x)
+    if kind == "ce":
+        return F.cross_entropy(logits, y)
+    with torch.no_grad():
+        target = F.softmax(frozen(x), dim=1)
+    return F.kl_div(F.log_softmax(logits, dim=1), target, reduction="batchmean")
+
+
+@METHODS.register("adversarial")
+def adversarial(model: nn.Module, split: ForgetSplit, ctx: UnlearnContext) -> nn.Module:
+    cfg, device = ctx.cfg, ctx.device
+    model.to(device).train()
+    if cfg.freeze_norm:
+        freeze_norm_layers(model)
+    frozen = copy.deepcopy(model).eval().requires_grad_(False)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(ctx.seed)  # the same seed gives the same discriminator
+        disc = discriminator(split.data.num_classes).to(device)
+    betas = (cfg.beta1, cfg.beta2)
+    opt_d = torch.optim.Adam(disc.parameters(), cfg.disc_lr, betas, weight_decay=cfg.weight_decay)
+    opt_g = torch.optim.Adam(model.parameters(), cfg.gen_lr, betas, weight_decay=cfg.weight_decay)
+    steps_per_epoch = math.ceil(len(split.forget_idx) / cfg.batch_size)
+    total = cfg.epochs * steps_per_epoch
+    scheds = [torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=total) for o in (opt_d, opt_g)]
+    gen = torch.Generator().manual_seed(ctx.seed)
+    forget = endless_batches(*(t.to(device) for t in split.forget), cfg.batch_size, gen)
+    retain = endless_batches(*(t.to(device) for t in split.retain), cfg.batch_size, gen)
+    ref_x = reference_images(split, cfg.reference).to(device)
+    reference = endless_batches(ref_x, torch.zeros(len(ref_x), device=device), cfg.batch_size, gen)
+    # The discriminator outputs the probability that an output vector is forget-like ("fake").
+    guard, real, fake = DivergenceGuard(model), 0.0, 1.0
+    bce = F.binary_cross_entropy_with_logits
+    with progress_bar("adversarial", total=total) as bar:
+        for step in range(total):
+            xf, _ = next(forget)
+            xref, _ = next(reference)
+            with torch.no_grad():
+                p_real = F.softmax(frozen(xref), dim=1)
+                p_fake = F.softmax(model(xf), dim=1)
+            d_real, d_fake = disc(p_real), disc(p_fake)
+            d_loss = bce(d_real, torch.full_like(d_real, real)) + bce(
+                d_fake, torch.full_like(d_fake, fake)
+            )
+            opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_d.step()
+
+            score = disc(F.softmax(model(xf), dim=1))
+            g_loss = bce(score, torch.full_like(score, real))
+            xr, yr = next(retain)
+            g_loss = g_loss + cfg.retain_weight * retain_loss(
+                cfg.retain_loss, model, frozen, xr, yr
+            )
+            opt_g.zero_grad(set_to_none=True)
+            g_loss.backward()
+            opt_g.step()
+            for sched in scheds:
+                sched.step()
+            if not guard.check(g_loss + d_loss):
+                break
+            guard.commit()
+            if (step + 1) % steps_per_epoch == 0:
+                bar.advance(steps_per_epoch, status=f"D {d_loss.item():.3f} G {g_loss.item():.3f}")
+    model.eval()
+    report = adversarial_report(model, frozen, disc, split, ctx)
+    ctx.metrics.update(diverged=guard.diverged, **report)
+    return model
+
+
+@torch.no_grad()
+def adversarial_report(
+    model: nn.Module,
+    original: nn.Module,
+    disc: nn.Module,
+    split: ForgetSplit,
+    ctx: UnlearnContext,
+    shown: int = 5,
+) -> dict:
+    """Discriminator scores (P(forget-like); below 0.5 looks forgotten) and example predictions."""
+    disc.eval()
+    device, classes = ctx.device, split.data.classes
+
+    def disc_score(net: nn.Module, x: torch.Tensor) -> float:
+        if len(x) == 0:
+            return math.nan
+        probs = F.softmax(predict_logits(net, x, device, 2048), dim=1).to(device)
+        return float(torch.sigmoid(disc(probs)).mean())
+
+    report = {
+        "disc_score_forget": disc_score(model, split.forget[0]),
+        "disc_score_forget_original": disc_score(original, split.forget[0]),
+    }
+    x, y = split.forget_test if split.scenario == "class" else split.forget
+    if split.scenario == "class":
+        report["disc_score_forget_test"] = disc_score(model, x)
+    probs = F.softmax(predict_logits(model, x, device, 2048), dim=1)
+    report["forgotten_misclassified_pct"] = 100.0 * float((probs.argmax(1) != y).float().mean())
+    top = probs[:shown].topk(min(3, probs.shape[1]), dim=1)
+    report["examples_top3"] = [
+        {
+            "true": classes[int(t)],
+            "top3": [[classes[int(c)], round(float(p), 3)] for c, p in zip(idx, val, strict=True)],
+        }
+        for t, idx, val in zip(y[:shown], top.indices, top.values, strict=True)
+    ]
+    for example in report["examples_top3"]:
+        log.info(
+            "a %s now looks like: %s",
+            example["true"],
+            ", ".join(f"{c} {p:.2f}" for c, p in example["top3"]),
+        )
+    log.info(
+        "discriminator score on forget samples %.3f, original model's %.3f "
+        "(P(forget-like); below 0.5 looks forgotten)",
+        report["disc_score_forget"],
+        report["disc_score_forget_original"],
+    )
+    return report

@@ -1,0 +1,81 @@
+"""Pieces several methods share: forget-accuracy targets, batch streams, a divergence guard."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+from unlearn_cli.data.split import ForgetSplit
+from unlearn_cli.evaluation.metrics import accuracy, predict_logits
+
+log = logging.getLogger(__name__)
+
+
+def forget_accuracy(model: nn.Module, split: ForgetSplit, device: torch.device) -> float:
+    x, y = split.forget
+    return accuracy(predict_logits(model, x, device, 2048), y)
+
+
+def forget_target(model: nn.Module, split: ForgetSplit, device: torch.device, target) -> float:
+    """The forget accuracy at which unlearning should stop.
+
+    `auto`: what a retrained model shows. For class forgetting it never predicts the forgotten
+    class, so 0; for random forgetting the forget samples are unseen data to it, so about the
+    model's own test accuracy (measured now, on the untouched model).
+    """
+    if target != "auto":
+        return float(target)
+    if split.scenario == "class":
+        return 0.0
+    x, y = split.test
+    return accuracy(predict_logits(model, x, device, 2048), y)
+
+
+def endless_batches(
+    x: torch.Tensor, y: torch.Tensor, batch_size: int, generator: torch.Generator
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Shuffled mini-batches that never run out (a fresh permutation on every pass)."""
+    while True:
+        order = torch.randperm(len(y), generator=generator).to(y.device)
+        for start in range(0, len(y), batch_size):
+            idx = order[start : start + batch_size]
+            yield x[idx], y[idx]
+
+
+def is_finite_model(model: nn.Module) -> bool:
+    return all(torch.isfinite(p).all() for p in model.parameters())
+
+
+class DivergenceGuard:
+    """Keeps the last good weights and restores them when a loss or weight stops being finite."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.good = copy.deepcopy(model.state_dict())
+        self.diverged = False
+
+    def check(self, loss: torch.Tensor | float) -> bool:
+        """True if training may go on; on divergence restore the last good weights, return False."""
+        value = float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
+        if math.isfinite(value) and is_finite_model(self.model):
+            return True
+        log.warning("non-finite loss or weights (loss %s): restoring the last good weights", value)
+        self.model.load_state_dict(self.good)
+        self.diverged = True
+        return False
+
+    def commit(self) -> None:
+        """Remember the current weights as good."""
+        self.good = copy.deepcopy(self.model.state_dict())
+
+
+def freeze_norm_layers(model: nn.Module) -> None:
+    """Put batch-norm layers in eval mode: forget-only batches must not rewrite running stats."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()
