@@ -31,5 +31,11 @@ lint: install
 	$(BIN)/ruff check unlearn_cli tests
 	$(BIN)/ruff format --check unlearn_cli tests
 
+# DESIGN.md section 7: every method x {class-wise, random 10%} x 3 seeds -> BENCHMARKS.md.
+bench: install
+	$(BIN)/unlearn run -m sweep=bench $(ARGS)
+	$(BIN)/unlearn report --bench "$$(ls -td outputs/bench/*/ | head -n 1)" \
+		--markdown BENCHMARKS.md --csv benchmarks.csv
+
 clean:
 	rm -rf $(VENV) build dist *.egg-info

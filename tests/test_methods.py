@@ -54,7 +54,10 @@ def unlearn(trained, make_cfg, method, *overrides, forget_fraction=None):
 
 
 # The synthetic forget set is one batch, so methods counted in passes over it need more passes.
-TINY_DATA_OVERRIDES = {"adversarial": ["method.epochs=40", "method.gen_lr=0.001"]}
+TINY_DATA_OVERRIDES = {
+    "adversarial": ["method.epochs=40", "method.gen_lr=0.001"],
+    "negative_gradient": ["method.epochs=100"],
+}
 
 
 @pytest.mark.parametrize("method", METHODS.names())
@@ -155,22 +158,24 @@ def closeness(model, original, retrained, split) -> tuple[float, float]:
     return float(distance), 100 * float(agree)
 
 
-def test_influence_lands_near_the_retrained_optimum(convex, make_cfg):
+def as_float64(split):
+    data = split.data
+    data = type(data)(**{**data.__dict__, "x_train": data.x_train.double(),
+                         "x_test": data.x_test.double()})  # fmt: skip
+    return type(split)(data, split.forget_idx, split.retain_idx, split.forget_classes, split.tag)
+
+
+@pytest.mark.parametrize("gradient", ["retain", "forget"])
+def test_influence_lands_near_the_retrained_optimum(convex, make_cfg, gradient):
+    """Both forms of the one-step update agree with exact retraining on a convex model."""
     mcfg, split, original, retrained = convex
     cfg = make_cfg(
-        "method=influence",
-        "method.solver=exact",
-        f"method.l2={L2}",
-        "method.damping=0",
-        "method.newton_steps=1",
-    )
-    ctx = UnlearnContext(cfg.method, mcfg.train, CPU, 0, lambda: None)
-    split64 = type(split)(
-        split.data.__class__(**{**split.data.__dict__, "x_train": split.data.x_train.double(),
-                                "x_test": split.data.x_test.double()}),
-        split.forget_idx, split.retain_idx, split.forget_classes, split.tag,
+        "method=influence", "method.solver=exact", f"method.gradient={gradient}",
+        f"method.l2={L2}", "method.damping=0", "method.newton_steps=1", "method.scale_random=1",
+        "method.hessian_samples=null",
     )  # fmt: skip
-    model = METHODS.get("influence")(copy.deepcopy(original), split64, ctx)
+    ctx = UnlearnContext(cfg.method, mcfg.train, CPU, 0, lambda: None)
+    model = METHODS.get("influence")(copy.deepcopy(original), as_float64(split), ctx)
     distance, agree = closeness(model, original, retrained, split)
     assert distance <= 0.10, f"influence is {distance:.1%} of the original's distance to retrain"
     assert agree >= 99.0
@@ -204,12 +209,7 @@ def test_influence_noise_reports_certified_epsilon(convex, make_cfg):
         "method=influence", "method.solver=exact", f"method.l2={L2}", "method.noise_sigma=0.01"
     )
     ctx = UnlearnContext(cfg.method, mcfg.train, CPU, 0, lambda: None)
-    data = split.data
-    split = type(split)(
-        data.__class__(**{**data.__dict__, "x_train": data.x_train.double(),
-                          "x_test": data.x_test.double()}),
-        split.forget_idx, split.retain_idx, split.forget_classes, split.tag,
-    )  # fmt: skip
+    split = as_float64(split)
     before = flat(original)
     model = METHODS.get("influence")(copy.deepcopy(original), split, ctx)
     eps = ctx.metrics["certified_epsilon"]
@@ -230,6 +230,7 @@ def test_influence_cg_solver_runs_on_the_cnn(trained, make_cfg):
         "method.newton_steps=1",
     )
     assert ctx.metrics["cg_iterations"] <= 5 and ctx.metrics["parameters"] > 1000
+    assert ctx.metrics["gradient"] == "retain"
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 

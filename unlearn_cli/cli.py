@@ -26,11 +26,13 @@ USAGE = """usage: unlearn <command> [options] [key=value ...]
 
 commands:
   run     run an unlearning experiment (Hydra overrides, -m for sweeps, --help for all options)
+  report  aggregate run or sweep folders into one table (mean ± std over seeds)
 
 examples:
   unlearn run                                   # retrain baseline, forget 'elephant'
   unlearn run forget_fraction=0.1 seed=1        # forget a random 10% of the training set
   unlearn run -m method=retrain seed=0,1,2      # a sweep, one job per seed
+  unlearn report outputs/sweeps/<sweep folder>  # the sweep's table, mean ± std over seeds
 """
 
 CONFIG_GROUPS = ("dataset", "model", "method", "evaluation")
@@ -141,6 +143,31 @@ def run_command(args: list[str]) -> int:
     return 1 if sweep.last_sweep_failed else 0
 
 
+def report_command(args: list[str]) -> int:
+    import argparse
+
+    from unlearn_cli.console import out_console
+    from unlearn_cli.evaluation import report
+    from unlearn_cli.evaluation.tables import rich_table
+
+    parser = argparse.ArgumentParser(prog="unlearn report", description=report.__doc__)
+    parser.add_argument("paths", nargs="+", type=Path, help="run or sweep folders")
+    parser.add_argument("--csv", type=Path, help="write the aggregated table as CSV here")
+    parser.add_argument("--markdown", type=Path, help="write the table as Markdown here")
+    parser.add_argument(
+        "--bench", action="store_true", help="title and protocol text of BENCHMARKS.md"
+    )
+    opts = parser.parse_args(args)
+    table = report.aggregate(report.per_seed_rows(report.find_metrics(opts.paths)))
+    if table.empty:
+        raise UserError("none of the runs under the given folders completed")
+    title = report.BENCH_TITLE if opts.bench else "Unlearning report"
+    preamble = report.BENCH_PREAMBLE if opts.bench else ""
+    report.write_report(table, opts.csv, opts.markdown, title, preamble)
+    out_console.print(rich_table(report.display_frame(table), title))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -153,7 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if command == "run":
             return run_command(rest)
-        raise unknown_choice("command", command, ["run"])
+        if command == "report":
+            return report_command(rest)
+        raise unknown_choice("command", command, ["run", "report"])
     except UserError as exc:
         print(f"unlearn: error: {exc}", file=sys.stderr)
         return exc.exit_code

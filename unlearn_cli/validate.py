@@ -41,6 +41,27 @@ def validate_train_cfg(train: DictConfig, where: str) -> None:
     )
 
 
+WHOLE_POSITIVE = ("epochs", "batch_size", "check_every", "newton_steps", "cg_iters")
+
+
+def validate_method_cfg(method: DictConfig) -> None:
+    """Range checks on the option names that methods share (counts, sizes, learning rates)."""
+    for key, value in method.items():
+        where = f"method.{key}"
+        if key in WHOLE_POSITIVE:
+            require(
+                isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+                f"{where} must be a whole number >= 1, got {value!r}",
+            )
+        elif key == "lr" or str(key).endswith("_lr"):
+            require(is_number(value) and value > 0, f"{where} must be > 0, got {value!r}")
+        elif key == "retain_weight" and method.name == "negative_gradient":
+            require(
+                is_number(value) and 0 <= value <= 1,
+                f"{where} must be between 0 and 1, got {value!r}",
+            )
+
+
 def validate_config(cfg: DictConfig) -> None:
     """Raise UserError with one clear line for the first problem found."""
     DATASETS.get(cfg.dataset.name)
@@ -61,6 +82,7 @@ def validate_config(cfg: DictConfig) -> None:
             f"got {cfg.forget_fraction!r}",
         )
     validate_train_cfg(cfg.model.train, "model.train")
+    validate_method_cfg(cfg.method)
     require(
         isinstance(cfg.evaluation.batch_size, int) and cfg.evaluation.batch_size >= 1,
         f"evaluation.batch_size must be a whole number >= 1, got {cfg.evaluation.batch_size!r}",

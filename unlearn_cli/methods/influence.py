@@ -2,12 +2,18 @@
 
     theta' = theta - scale * (H_r + damping I)^-1 grad L_r(theta)   (repeated newton_steps times)
 
+`scale` is `scale_class` for class forgetting and `scale_random` for random forgetting.
+
 L_r is the mean cross-entropy over the retain set plus (l2/2)||theta||^2 and H_r its Hessian. At an
 optimum of the full objective this equals theta + H_r^-1 (1/(n-|F|)) sum_{z in F} grad loss(z): the
 step moves *away* from fitting the forget samples (the widely copied "-1/n H^-1 grad" snippet has
-the sign reversed and re-learns them). Solvers: `exact` (dense autograd Hessian), `cg` (conjugate
-gradient on Hessian-vector products, never materialising H) and `last_layer` (exact on the linear
-head with the features frozen). Batch norm uses its running statistics throughout (eval mode).
+the sign reversed and re-learns them). `gradient: forget` uses that second form (with the L2
+term), computed from the forget samples alone: it removes their influence without also correcting
+the original's own distance from the optimum, and is always a single step; `auto` picks retain
+for class forgetting and forget for random samples. Solvers: `exact` (dense autograd Hessian),
+`cg` (conjugate gradient on Hessian-vector products, never materialising H) and `last_layer`
+(exact on the linear head with the features frozen). Batch norm uses its running statistics
+throughout (eval mode).
 
 Certified removal (Guo et al. 2020): with l2 > 0 the objective is l2-strongly convex for linear
 models, so ||theta' - theta*_r|| <= ||grad L_r(theta')|| / l2 =: Delta. Adding N(0, sigma^2 I) to
@@ -80,24 +86,37 @@ def mean_over(batches: Batches, fn: Callable[[torch.Tensor, torch.Tensor], torch
 
 def conjugate_gradient(
     matvec: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, iters: int, tol: float
-) -> tuple[torch.Tensor, int, float]:
-    """Solve A x = b for symmetric positive definite A (a matvec); x, iterations, rel. residual."""
+) -> tuple[torch.Tensor, dict]:
+    """Solve A x = b for symmetric A given as a matvec, by conjugate gradient.
+
+    A deep net's Hessian need not be positive definite: on a direction of non-positive curvature
+    CG stops with what it has (truncated CG, as in trust-region Newton methods) instead of
+    stepping to infinity.
+    """
     x = torch.zeros_like(b)
     r = b.clone()
     p = r.clone()
     rs = r @ r
     b_norm = b.norm().clamp_min(1e-30)
+    info = {"cg_iterations": iters, "cg_negative_curvature": False}
     for it in range(1, iters + 1):
         ap = matvec(p)
-        alpha = rs / (p @ ap).clamp_min(1e-30)
+        curvature = p @ ap
+        if curvature <= 0:
+            info.update(cg_iterations=it - 1, cg_negative_curvature=True)
+            break
+        alpha = rs / curvature
         x = x + alpha * p
         r = r - alpha * ap
         rs_new = r @ r
         if rs_new.sqrt() / b_norm < tol:
-            return x, it, float(rs_new.sqrt() / b_norm)
+            rs = rs_new
+            info["cg_iterations"] = it
+            break
         p = r + (rs_new / rs) * p
         rs = rs_new
-    return x, iters, float(rs.sqrt() / b_norm)
+    info["cg_relative_residual"] = float(rs.sqrt() / b_norm)
+    return x, info
 
 
 def batched(x: torch.Tensor, y: torch.Tensor, size: int) -> Batches:
@@ -125,8 +144,31 @@ def solve_newton(
 
         return mean_over(h_batches, one) + reg * v
 
-    step, iters, residual = conjugate_gradient(hvp, g, cfg.cg_iters, cfg.cg_tol)
-    return step, {"cg_iterations": iters, "cg_relative_residual": residual}
+    return conjugate_gradient(hvp, g, cfg.cg_iters, cfg.cg_tol)
+
+
+def resolve_gradient(cfg, split: ForgetSplit) -> str:
+    """auto: iterate Newton to the retain optimum when a whole class goes (a large removal that
+    one quadratic step models badly); the forget-sample form for scattered samples."""
+    if cfg.gradient == "auto":
+        return "retain" if split.scenario == "class" else "forget"
+    if cfg.gradient not in ("retain", "forget"):
+        raise UserError(f"method.gradient must be auto, retain or forget, not {cfg.gradient!r}")
+    return cfg.gradient
+
+
+def step_scale(cfg, split: ForgetSplit) -> float:
+    """The step's multiplier; one-step influence underestimates the removal of scattered samples."""
+    return float(cfg.scale_class if split.scenario == "class" else cfg.scale_random)
+
+
+def solver_inputs(model: nn.Module, part, device: torch.device, last_layer: bool):
+    """The samples of `part` on the device; for the last-layer solver, their frozen features."""
+    x, y = (t.to(device) for t in part)
+    if last_layer:
+        with torch.no_grad():
+            x = torch.cat([model.features(xb) for xb, _ in batched(x, y, 1024)])
+    return x, y
 
 
 def retain_gradient(obj: FlatObjective, theta: torch.Tensor, retain: Batches, l2: float):
@@ -140,26 +182,36 @@ def influence(model: nn.Module, split: ForgetSplit, ctx: UnlearnContext) -> nn.M
     l2 = float(ctx.train_cfg.weight_decay if cfg.l2 is None else cfg.l2)
     model.to(device)
     with eval_mode(model), torch.enable_grad():
-        x, y = (t.to(device) for t in split.retain)
-        if cfg.solver == "last_layer":  # the head is a linear model on frozen features
-            with torch.no_grad():
-                x = torch.cat([model.features(xb) for xb, _ in batched(x, y, 1024)])
-            target: nn.Module = model.head
-        else:
-            target = model
+        last_layer = cfg.solver == "last_layer"
+        target: nn.Module = model.head if last_layer else model
+        x, y = solver_inputs(model, split.retain, device, last_layer)
         obj = FlatObjective(target)
         theta = obj.flat()
         retain = batched(x, y, cfg.batch_size)
         n_h = len(y) if cfg.hessian_samples is None else min(int(cfg.hessian_samples), len(y))
         pick = torch.randperm(len(y), generator=torch.Generator().manual_seed(ctx.seed))[:n_h]
         h_batches = batched(x[pick.to(device)], y[pick.to(device)], cfg.batch_size)
-        new_theta = theta
-        for _ in range(cfg.newton_steps):
-            g = retain_gradient(obj, new_theta, retain, l2)
-            step, info = solve_newton(obj, new_theta, g, h_batches, cfg, l2 + float(cfg.damping))
-            new_theta = new_theta - float(cfg.scale) * step
+        reg = l2 + float(cfg.damping)
+        if resolve_gradient(cfg, split) == "forget":
+            # Influence-function form: grad L_r(theta) assuming theta is the full optimum, from
+            # the forget samples alone, so the original's own optimisation error is left alone.
+            fx, fy = solver_inputs(model, split.forget, device, last_layer)
+            k, n = len(fy), len(fy) + len(y)
+            g_forget = mean_over(
+                batched(fx, fy, cfg.batch_size), lambda xb, yb: grad(obj.loss)(theta, xb, yb)
+            )
+            g = -(k / (n - k)) * (g_forget + l2 * theta)
+            step, info = solve_newton(obj, theta, g, h_batches, cfg, reg)
+            new_theta = theta - step_scale(cfg, split) * step
+        else:
+            new_theta = theta
+            for _ in range(cfg.newton_steps):
+                g = retain_gradient(obj, new_theta, retain, l2)
+                step, info = solve_newton(obj, new_theta, g, h_batches, cfg, reg)
+                new_theta = new_theta - step_scale(cfg, split) * step
         info.update(
-            newton_steps=int(cfg.newton_steps),
+            gradient=resolve_gradient(cfg, split),
+            newton_steps=1 if resolve_gradient(cfg, split) == "forget" else cfg.newton_steps,
             solver=cfg.solver,
             parameters=int(theta.numel()),
             l2=l2,

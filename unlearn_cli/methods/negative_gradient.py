@@ -70,8 +70,9 @@ def negative_gradient(model: nn.Module, split: ForgetSplit, ctx: UnlearnContext)
             if not guard.check(loss):
                 reason = "diverged"
                 break
-            guard.commit()
-            acc = forget_accuracy(model, split, device)
+            if steps % cfg.check_every == 0 or steps == total_steps:
+                guard.commit()
+                acc = forget_accuracy(model, split, device)
             bar.advance(status=f"forget acc {acc:.1f}% (target {target:.1f}%)")
     model.eval()
     log.info(
