@@ -148,7 +148,6 @@ def report_command(args: list[str]) -> int:
 
     from unlearn_cli.console import out_console
     from unlearn_cli.evaluation import report
-    from unlearn_cli.evaluation.tables import rich_table
 
     parser = argparse.ArgumentParser(prog="unlearn report", description=report.__doc__)
     parser.add_argument("paths", nargs="+", type=Path, help="run or sweep folders")
@@ -164,7 +163,8 @@ def report_command(args: list[str]) -> int:
     title = report.BENCH_TITLE if opts.bench else "Unlearning report"
     preamble = report.BENCH_PREAMBLE if opts.bench else ""
     report.write_report(table, opts.csv, opts.markdown, title, preamble)
-    out_console.print(rich_table(report.display_frame(table), title))
+    for rendered in report.grouped_tables(table):
+        out_console.print(rendered)
     return 0
 
 

@@ -16,9 +16,11 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from rich.table import Table
 
 from unlearn_cli.atomic import atomic_write_text
 from unlearn_cli.errors import UserError
+from unlearn_cli.evaluation.tables import rich_table
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +101,21 @@ def display_frame(table: pd.DataFrame) -> pd.DataFrame:
     return shown
 
 
+def grouped_tables(table: pd.DataFrame) -> list[Table]:
+    """One rich table per dataset / model / scenario, methods as rows: fits a terminal."""
+    shown = display_frame(table)
+    tables = []
+    for (dataset, model, scenario), part in shown.groupby(
+        ["dataset", "model", "scenario"], sort=False
+    ):
+        tables.append(
+            rich_table(
+                part, f"{dataset} / {model} / {scenario}", ["method", "seeds", *REPORT_METRICS]
+            )
+        )
+    return tables
+
+
 def machine_description() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -155,6 +172,8 @@ except `mia_auc` (0-1), `time_s` (wall seconds of the unlearning step alone; for
 training) and `speedup` (retrain time_s / method time_s). `avg_gap` is the mean of |m - m_retrain|
 over UA, RA, TA and MIA: lower is better, retrain is 0 by definition. Rows are sorted by avg_gap;
 "original (no unlearning)" is the untouched trained model, the do-nothing reference.
+Retrain's time_s is measured when the retrained model is first trained and kept with it in the
+model cache; for fresh timings run `make bench` on a quiet machine after `rm -r outputs/cache/models`.
 Literature reference (CIFAR-10, ResNet-18, random 10%, SalUn Table 1): avg gap fine-tune 3.78,
 gradient ascent 4.12, influence unlearning 4.06, random labels 7.15, SalUn 1.15 at 16x retrain.
 """
