@@ -173,7 +173,8 @@ training) and `speedup` (retrain time_s / method time_s). `avg_gap` is the mean 
 over UA, RA, TA and MIA: lower is better, retrain is 0 by definition. Rows are sorted by avg_gap;
 "original (no unlearning)" is the untouched trained model, the do-nothing reference.
 Retrain's time_s is measured when the retrained model is first trained and kept with it in the
-model cache; for fresh timings run `make bench` on a quiet machine after `rm -r outputs/cache/models`.
+model cache; for fresh timings run `make bench` on a quiet machine after
+`rm -r outputs/cache/models`.
 Literature reference (CIFAR-10, ResNet-18, random 10%, SalUn Table 1): avg gap fine-tune 3.78,
 gradient ascent 4.12, influence unlearning 4.06, random labels 7.15, SalUn 1.15 at 16x retrain.
 """
