@@ -23,7 +23,12 @@ from unlearn_cli.console import progress_bar
 from unlearn_cli.data.split import ForgetSplit
 from unlearn_cli.evaluation.metrics import predict_logits
 from unlearn_cli.methods.base import METHODS, UnlearnContext
-from unlearn_cli.methods.common import DivergenceGuard, endless_batches, freeze_norm_layers
+from unlearn_cli.methods.common import (
+    DivergenceGuard,
+    endless_batches,
+    forget_and_retain_batches,
+    start_finetuning,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +63,7 @@ def retain_loss(kind: str, model: nn.Module, frozen: nn.Module, x, y) -> torch.T
 @METHODS.register("adversarial")
 def adversarial(model: nn.Module, split: ForgetSplit, ctx: UnlearnContext) -> nn.Module:
     cfg, device = ctx.cfg, ctx.device
-    model.to(device).train()
-    if cfg.freeze_norm:
-        freeze_norm_layers(model)
+    start_finetuning(model, ctx)
     frozen = copy.deepcopy(model).eval().requires_grad_(False)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(ctx.seed)  # the same seed gives the same discriminator
@@ -72,8 +75,7 @@ def adversarial(model: nn.Module, split: ForgetSplit, ctx: UnlearnContext) -> nn
     total = cfg.epochs * steps_per_epoch
     scheds = [torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=total) for o in (opt_d, opt_g)]
     gen = torch.Generator().manual_seed(ctx.seed)
-    forget = endless_batches(*(t.to(device) for t in split.forget), cfg.batch_size, gen)
-    retain = endless_batches(*(t.to(device) for t in split.retain), cfg.batch_size, gen)
+    forget, retain = forget_and_retain_batches(split, device, cfg.batch_size, gen)
     ref_x = reference_images(split, cfg.reference).to(device)
     reference = endless_batches(ref_x, torch.zeros(len(ref_x), device=device), cfg.batch_size, gen)
     # The discriminator outputs the probability that an output vector is forget-like ("fake").

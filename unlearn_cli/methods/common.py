@@ -79,3 +79,19 @@ def freeze_norm_layers(model: nn.Module) -> None:
     for module in model.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             module.eval()
+
+
+def start_finetuning(model: nn.Module, ctx) -> None:
+    """Move the model to the run's device in train mode, batch norm frozen if the method says so."""
+    model.to(ctx.device).train()
+    if ctx.cfg.get("freeze_norm", False):
+        freeze_norm_layers(model)
+
+
+def forget_and_retain_batches(
+    split: ForgetSplit, device: torch.device, batch_size: int, generator: torch.Generator
+) -> tuple[Iterator, Iterator]:
+    """Endless shuffled batch streams over the forget and the retain set, on the device."""
+    forget = endless_batches(*(t.to(device) for t in split.forget), batch_size, generator)
+    retain = endless_batches(*(t.to(device) for t in split.retain), batch_size, generator)
+    return forget, retain

@@ -21,10 +21,10 @@ from unlearn_cli.data.split import ForgetSplit
 from unlearn_cli.methods.base import METHODS, UnlearnContext
 from unlearn_cli.methods.common import (
     DivergenceGuard,
-    endless_batches,
     forget_accuracy,
+    forget_and_retain_batches,
     forget_target,
-    freeze_norm_layers,
+    start_finetuning,
 )
 from unlearn_cli.training import make_optimizer
 
@@ -34,15 +34,10 @@ log = logging.getLogger(__name__)
 @METHODS.register("negative_gradient")
 def negative_gradient(model: nn.Module, split: ForgetSplit, ctx: UnlearnContext) -> nn.Module:
     cfg, device = ctx.cfg, ctx.device
-    model.to(device).train()
-    if cfg.freeze_norm:
-        freeze_norm_layers(model)
+    start_finetuning(model, ctx)
     generator = torch.Generator().manual_seed(ctx.seed)
-    forget_batches = endless_batches(
-        *(t.to(device) for t in split.forget), cfg.batch_size, generator
-    )
-    retain_batches = endless_batches(
-        *(t.to(device) for t in split.retain), cfg.batch_size, generator
+    forget_batches, retain_batches = forget_and_retain_batches(
+        split, device, cfg.batch_size, generator
     )
     optimizer = make_optimizer(
         model.parameters(), cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum
