@@ -53,6 +53,20 @@ def test_every_option_composes_and_validates(make_cfg, group, option):
     validate_config(cfg)
 
 
+@pytest.mark.parametrize(
+    ("group", "option"), [(g, o) for g in ("experiment", "sweep") for o in group_options(g)]
+)
+def test_presets_compose(make_cfg, group, option):
+    cfg = make_cfg(f"{group}={option}")
+    validate_config(cfg)
+    if option == "classwise":
+        assert cfg.forget_class == "elephant" and cfg.forget_fraction is None
+    if option == "random10":
+        assert cfg.forget_fraction == 0.1 and cfg.forget_class is None
+    if option.startswith("tune_"):
+        assert cfg.method.name == option.removeprefix("tune_")
+
+
 @pytest.mark.parametrize("option", group_options("model"))
 def test_every_model_builds_and_classifies(make_cfg, option):
     cfg = make_cfg(f"model={option}")

@@ -83,6 +83,13 @@ def test_negative_gradient_stops_at_the_target(trained, make_cfg):
     assert acc(model, split.forget) == 0.0
 
 
+def test_negative_gradient_max_steps_caps_the_run(trained, make_cfg):
+    _, _, ctx = unlearn(
+        trained, make_cfg, "negative_gradient", "method.max_steps=3", "method.stop_target=-1"
+    )
+    assert ctx.metrics["steps"] == 3 and ctx.metrics["stop_reason"] == "step_budget"
+
+
 def test_negative_gradient_random_target_is_test_accuracy(trained, make_cfg):
     _, _, original = trained
     model, split, ctx = unlearn(

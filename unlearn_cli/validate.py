@@ -48,7 +48,9 @@ def validate_method_cfg(method: DictConfig) -> None:
     """Range checks on the option names that methods share (counts, sizes, learning rates)."""
     for key, value in method.items():
         where = f"method.{key}"
-        if key in WHOLE_POSITIVE:
+        if key == "max_steps" and value is None:
+            continue
+        if key in WHOLE_POSITIVE or key == "max_steps":
             require(
                 isinstance(value, int) and not isinstance(value, bool) and value >= 1,
                 f"{where} must be a whole number >= 1, got {value!r}",

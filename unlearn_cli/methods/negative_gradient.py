@@ -3,8 +3,8 @@
 loss = retain_weight * CE(retain batch) - (1 - retain_weight) * CE(forget batch). With
 retain_weight = 0 this is plain gradient ascent; about 0.95 is the NegGrad+ variant. Ascent has no
 natural end, so it stops once forget accuracy reaches what a retrained model would show (see
-`forget_target`), after `epochs` passes over the forget set at the latest, or when a loss or
-weight stops being finite (the last good weights are restored).
+`forget_target`), after `epochs` passes over the forget set (or `max_steps` steps) at the latest,
+or when a loss or weight stops being finite (the last good weights are restored).
 """
 
 from __future__ import annotations
@@ -43,9 +43,9 @@ def negative_gradient(model: nn.Module, split: ForgetSplit, ctx: UnlearnContext)
         model.parameters(), cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum
     )
     target = forget_target(model, split, device, cfg.stop_target)
-    total_steps = cfg.epochs * math.ceil(len(split.forget_idx) / cfg.batch_size)
+    total_steps = cfg.max_steps or cfg.epochs * math.ceil(len(split.forget_idx) / cfg.batch_size)
     guard, w = DivergenceGuard(model), float(cfg.retain_weight)
-    acc, steps, reason = forget_accuracy(model, split, device), 0, "max_epochs"
+    acc, steps, reason = forget_accuracy(model, split, device), 0, "step_budget"
     with progress_bar("negative_gradient", total=total_steps) as bar:
         while steps < total_steps:
             if acc <= target:
