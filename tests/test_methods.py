@@ -28,13 +28,17 @@ def acc(model, xy) -> float:
     return accuracy(predict_logits(model, xy[0], CPU, 1024), xy[1])
 
 
+# A few hundred samples per class, so that one pass over a forgotten class is several batches.
+METHOD_DATA = [*TINY, "dataset.samples_per_class=250", "dataset.test_size=200"]
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A synthetic dataset and a CNN trained on all of it (shared by the tests of this module)."""
     from hydra import compose, initialize_config_module
 
     with initialize_config_module("unlearn_cli.configs", version_base="1.3"):
-        cfg = compose("config", overrides=TINY)
+        cfg = compose("config", overrides=METHOD_DATA)
     data = load_dataset(cfg.dataset, tmp_path_factory.mktemp("cache"))
     model = build_model(cfg.model, data.input_shape, data.num_classes, seed=0)
     train_classifier(model, data.x_train, data.y_train, cfg.model.train, CPU, 0, "original")
@@ -43,7 +47,7 @@ def trained(tmp_path_factory):
 
 def unlearn(trained, make_cfg, method, *overrides, forget_fraction=None):
     cfg, data, original = trained
-    mcfg = make_cfg(*TINY, f"method={method}", *overrides).method
+    mcfg = make_cfg(*METHOD_DATA, f"method={method}", *overrides).method
     split = make_split(data, None, forget_fraction, "class1", seed=0)
     ctx = UnlearnContext(
         mcfg, cfg.model.train, CPU, 0,
@@ -53,8 +57,15 @@ def unlearn(trained, make_cfg, method, *overrides, forget_fraction=None):
     return model, split, ctx
 
 
-# The synthetic forget set is one batch, so methods counted in passes over it need more passes.
+# Defaults are tuned on animal_mnist (BENCHMARKS.md). On this far easier synthetic task some
+# methods need more steps or a different strength to show the same behaviour; the generic test
+# checks the behaviour, not the benchmark's hyperparameters.
 TINY_DATA_OVERRIDES = {
+    "finetune": ["method.epochs=15", "method.lr=0.1", "method.weight_decay=0.005"],
+    "l1_sparse": ["method.epochs=10", "method.lr=0.05"],
+    "ssd": ["method.alpha=3"],
+    "fisher": ["method.alpha=0.0000015"],
+    "scrub": ["method.epochs=6", "method.msteps=3"],
     "adversarial": ["method.epochs=40", "method.gen_lr=0.001"],
     "negative_gradient": ["method.epochs=100"],
 }

@@ -2,9 +2,18 @@
 
 from unlearn_cli.methods import (  # noqa: F401  (importing registers them)
     adversarial,
+    boundary_shrink,
+    finetune,
+    fisher,
     influence,
+    l1_sparse,
     negative_gradient,
+    random_label,
     retrain,
+    salun,
+    scrub,
+    sisa,
+    ssd,
 )
 from unlearn_cli.methods.base import METHODS, UnlearnContext, UnlearnMethod
 

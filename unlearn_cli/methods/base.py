@@ -29,6 +29,9 @@ class UnlearnContext:
     seed: int
     fresh_model: Callable[[], nn.Module]
     metrics: dict[str, Any] = field(default_factory=dict)
+    # Seconds of set-up a deployed system does before any deletion request (e.g. SISA's sharded
+    # training); they are left out of the method's time_s.
+    untimed_seconds: float = 0.0
 
 
 class UnlearnMethod(Protocol):

@@ -1,0 +1,110 @@
+"""The step loop behind the fine-tuning methods (finetune, random_label, l1_sparse, salun, ...).
+
+A method supplies `batch_loss(step) -> loss`; the loop owns the optimizer and its cosine
+schedule, gradient clipping, the optional EWC penalty (`ewc_lambda`), an optional gradient mask
+(weights outside it stay bit-identical) and the divergence guard.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from unlearn_cli.console import progress_bar
+from unlearn_cli.data.split import ForgetSplit
+from unlearn_cli.methods.base import UnlearnContext
+from unlearn_cli.methods.common import DivergenceGuard
+from unlearn_cli.methods.importance import diagonal_fisher, subsample
+from unlearn_cli.training import make_optimizer
+
+log = logging.getLogger(__name__)
+
+
+class EwcPenalty:
+    """Elastic Weight Consolidation (Kirkpatrick et al. 2017): (lambda/2) sum F_i (w_i - w*_i)^2.
+
+    F is the diagonal Fisher of the retain loss at the original weights w*: moving a weight that
+    the retained knowledge depends on costs in proportion to how much it depends on it.
+    """
+
+    def __init__(self, model: nn.Module, split: ForgetSplit, ctx: UnlearnContext) -> None:
+        x, y = subsample(*split.retain, ctx.cfg.ewc_samples, ctx.seed)
+        self.fisher = diagonal_fisher(model, x, y, ctx.device)
+        self.anchor = {n: p.detach().clone() for n, p in model.named_parameters()}
+        self.strength = float(ctx.cfg.ewc_lambda)
+
+    def __call__(self, model: nn.Module) -> torch.Tensor:
+        total = sum(
+            (self.fisher[n] * (p - self.anchor[n]).pow(2)).sum()
+            for n, p in model.named_parameters()
+            if n in self.fisher
+        )
+        return 0.5 * self.strength * total
+
+
+def steps_for(split: ForgetSplit, cfg, over: str = "forget") -> int:
+    """`epochs` passes over the forget (or retain) set, in batches of `batch_size`."""
+    n = len(split.forget_idx) if over == "forget" else len(split.retain_idx)
+    return max(1, int(cfg.epochs) * math.ceil(n / cfg.batch_size))
+
+
+def finetune_loop(
+    model: nn.Module,
+    split: ForgetSplit,
+    ctx: UnlearnContext,
+    total_steps: int,
+    batch_loss: Callable[[int], torch.Tensor],
+    description: str,
+    mask: dict[str, torch.Tensor] | None = None,
+) -> nn.Module:
+    """Run `total_steps` optimizer steps on `batch_loss(step)`; record steps and divergence."""
+    cfg = ctx.cfg
+    optimizer = make_optimizer(
+        model.parameters(), cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum
+    )
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps))
+    ewc = EwcPenalty(model, split, ctx) if cfg.get("ewc_lambda", 0) else None
+    frozen = None
+    if mask is not None:  # copies of the weights that must not move
+        frozen = {n: p.detach().clone() for n, p in model.named_parameters()}
+    guard, steps = DivergenceGuard(model), 0
+    with progress_bar(description, total=total_steps) as bar:
+        for step in range(total_steps):
+            loss = batch_loss(step)
+            if ewc is not None:
+                loss = loss + ewc(model)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            schedule.step()
+            if frozen is not None:
+                restore_outside_mask(model, mask, frozen)
+            steps += 1
+            if not guard.check(loss):
+                break
+            guard.commit()
+            bar.advance(status=f"loss {loss.item():.4f}")
+    ctx.metrics.update(steps=steps, diverged=guard.diverged)
+    if ewc is not None:
+        ctx.metrics["ewc_lambda"] = ewc.strength
+    return model.eval()
+
+
+@torch.no_grad()
+def restore_outside_mask(
+    model: nn.Module, mask: dict[str, torch.Tensor], frozen: dict[str, torch.Tensor]
+) -> None:
+    """Weights where mask is False go back to their saved values, bit for bit."""
+    for name, p in model.named_parameters():
+        p.copy_(torch.where(mask[name], p, frozen[name]))
+
+
+def clone_frozen(model: nn.Module) -> nn.Module:
+    return copy.deepcopy(model).eval().requires_grad_(False)

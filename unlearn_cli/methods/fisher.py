@@ -1,0 +1,52 @@
+"""fisher: Fisher forgetting (Golatkar et al., CVPR 2020, "Eternal Sunshine of the Spotless Net").
+
+Noise is added to every weight with variance alpha / F, F the diagonal Fisher of the retain loss:
+weights the retained data pin down (large F) barely move, weights they do not constrain (which
+can only be carrying information about the forget set) are scrambled. As in the paper's scheme the
+variance is capped (`max_var`, lower for the output layer), averaged per output unit for weight
+matrices and raised tenfold for the output layer and 1-D parameters. For class forgetting the
+forgotten classes' rows of the output layer are set to zero (with almost no noise), so the class
+cannot be predicted from them.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from unlearn_cli.data.split import ForgetSplit
+from unlearn_cli.methods.base import METHODS, UnlearnContext
+from unlearn_cli.methods.importance import diagonal_fisher, subsample
+
+
+def noise_variance(p: torch.Tensor, fisher: torch.Tensor, cfg, is_head: bool) -> torch.Tensor:
+    var = (1.0 / (fisher + 1e-8)).clamp(max=cfg.max_var_head if is_head else cfg.max_var)
+    var = cfg.alpha * var
+    if p.ndim > 1:  # one variance per output unit
+        var = var.mean(dim=tuple(range(1, p.ndim)), keepdim=True).expand_as(p).clone()
+    if is_head or p.ndim == 1:
+        var = var * 10
+    return var
+
+
+@METHODS.register("fisher")
+@torch.no_grad()
+def fisher(model: nn.Module, split: ForgetSplit, ctx: UnlearnContext) -> nn.Module:
+    cfg, device = ctx.cfg, ctx.device
+    model.to(device)
+    x, y = subsample(*split.retain, cfg.fisher_samples, ctx.seed)
+    with torch.enable_grad():
+        info = diagonal_fisher(model, x, y, device)
+    gen = torch.Generator(device=device).manual_seed(ctx.seed)
+    head = {f"head.{n}" for n, _ in model.head.named_parameters()}
+    forgotten = torch.as_tensor(split.forget_classes, dtype=torch.long, device=device)
+    for name, p in model.named_parameters():
+        var = noise_variance(p, info[name], cfg, name in head)
+        mean = p.detach().clone()
+        if name in head and len(forgotten):
+            mean[forgotten] = 0.0
+            var[forgotten] = cfg.forgotten_row_var
+        noise = torch.randn(p.shape, generator=gen, device=device, dtype=p.dtype)
+        p.copy_(mean + var.sqrt() * noise)
+    ctx.metrics["zeroed_head_rows"] = [split.data.classes[c] for c in split.forget_classes]
+    return model.eval()
