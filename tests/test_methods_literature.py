@@ -77,7 +77,7 @@ def test_l1_sparse_shrinks_the_weights(trained, make_cfg):  # noqa: F811
     common = ["method.epochs=3", "method.lr=0.05"]
     plain, _, _ = unlearn(trained, make_cfg, "l1_sparse", *common, "method.l1_gamma=0")
     sparse, _, _ = unlearn(trained, make_cfg, "l1_sparse", *common, "method.l1_gamma=0.005")
-    l1 = lambda m: sum(float(p.abs().sum()) for p in m.parameters())  # noqa: E731
+    l1 = lambda m: sum(float(p.detach().abs().sum()) for p in m.parameters())  # noqa: E731
     assert l1(sparse) < 0.95 * l1(plain)
 
 
