@@ -112,7 +112,7 @@ def test_ewc_keeps_weights_closer_to_the_original(trained, make_cfg):  # noqa: F
     anchored, _, ctx = unlearn(trained, make_cfg, "random_label", *common,
                                "method.ewc_lambda=5000")  # fmt: skip
     distance = lambda m: sum(  # noqa: E731
-        float((p - q).pow(2).sum())
+        float((p - q).detach().pow(2).sum())
         for p, q in zip(m.parameters(), original.parameters(), strict=True)
     )
     assert distance(anchored) < distance(free)
