@@ -17,7 +17,7 @@ from unlearn_cli.cache import ModelCache
 from unlearn_cli.console import out_console
 from unlearn_cli.data import ForgetSplit, forget_tag, load_dataset, make_split
 from unlearn_cli.device import resolve_device
-from unlearn_cli.evaluation.metrics import add_costs, add_gaps, evaluate_model
+from unlearn_cli.evaluation.evaluate import evaluate_models
 from unlearn_cli.evaluation.tables import metrics_by_model_table, models_frame, write_csv
 from unlearn_cli.methods import METHODS, UnlearnContext
 from unlearn_cli.models import build_model, save_checkpoint
@@ -59,21 +59,9 @@ def run_experiment(cfg: DictConfig, run_dir: Path | str) -> dict:
     )
     try:
         models, seconds, method_metrics = build_models(cfg, split, device)
-        rows = {
-            role: evaluate_model(
-                model,
-                split,
-                device,
-                cfg.evaluation.batch_size,
-                cfg.seed,
-                cfg.evaluation.mia_max_per_side,
-            )
-            for role, model in models.items()
-        }
-        add_gaps(rows)
-        add_costs(rows, seconds)
+        rows, details = evaluate_models(models, seconds, split, device, cfg.evaluation, cfg.seed)
         write_outputs(run_dir, models["unlearned"], rows, cfg, split)
-        record.finish("completed", models=rows, method_metrics=method_metrics)
+        record.finish("completed", models=rows, method_metrics=method_metrics, **details)
     except KeyboardInterrupt:
         record.finish("interrupted")
         raise

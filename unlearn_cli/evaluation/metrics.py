@@ -100,28 +100,31 @@ def loss_auc(member_loss: np.ndarray, nonmember_loss: np.ndarray) -> float:
     return float(roc_auc_score(labels, scores))
 
 
-def evaluate_model(
-    model: nn.Module,
-    split: ForgetSplit,
-    device: torch.device,
-    batch_size: int,
+VIEWS = ("forget", "retain", "test", "forget_test")
+
+
+def view_logits(
+    model: nn.Module, split: ForgetSplit, device: torch.device, batch_size: int
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Logits and labels of the forget, retain, test and forget_test views."""
+    views = {k: getattr(split, k) for k in VIEWS}
+    logits = {k: predict_logits(model, x, device, batch_size) for k, (x, _) in views.items()}
+    return logits, {k: y for k, (_, y) in views.items()}
+
+
+def core_metrics(
+    logits: dict[str, torch.Tensor],
+    labels: dict[str, torch.Tensor],
+    scenario: str,
     seed: int,
     mia_max_per_side: int,
 ) -> dict[str, float]:
-    """All accuracy and privacy metrics of one model on one split."""
-    views = {
-        "forget": split.forget,
-        "retain": split.retain,
-        "test": split.test,
-        "forget_test": split.forget_test,
-    }
-    logits = {k: predict_logits(model, x, device, batch_size) for k, (x, _) in views.items()}
-    labels = {k: y for k, (_, y) in views.items()}
-    acc = {f"{k}_acc": accuracy(logits[k], labels[k]) for k in views}
-    conf = {k: true_class_confidence(logits[k], labels[k]) for k in views}
-    loss = {k: per_sample_loss(logits[k], labels[k]) for k in views}
+    """Accuracies, UA/RA/TA, MIA-efficacy and the loss ROC-AUC of one model."""
+    acc = {f"{k}_acc": accuracy(logits[k], labels[k]) for k in VIEWS}
+    conf = {k: true_class_confidence(logits[k], labels[k]) for k in VIEWS}
+    loss = {k: per_sample_loss(logits[k], labels[k]) for k in VIEWS}
     # Non-members for the loss AUC: unseen samples of the same distribution as the forget set.
-    reference = "forget_test" if split.scenario == "class" else "test"
+    reference = "forget_test" if scenario == "class" else "test"
     return {
         **acc,
         "UA": 100.0 - acc["forget_acc"],
@@ -130,6 +133,19 @@ def evaluate_model(
         "MIA": mia_efficacy(conf["retain"], conf["test"], conf["forget"], seed, mia_max_per_side),
         "mia_auc": loss_auc(loss["forget"], loss[reference]),
     }
+
+
+def evaluate_model(
+    model: nn.Module,
+    split: ForgetSplit,
+    device: torch.device,
+    batch_size: int,
+    seed: int,
+    mia_max_per_side: int,
+) -> dict[str, float]:
+    """All core accuracy and privacy metrics of one model on one split."""
+    logits, labels = view_logits(model, split, device, batch_size)
+    return core_metrics(logits, labels, split.scenario, seed, mia_max_per_side)
 
 
 def add_gaps(rows: dict[str, dict[str, float]], reference: str = "retrain") -> None:

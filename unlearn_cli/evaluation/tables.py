@@ -12,7 +12,10 @@ from unlearn_cli.atomic import atomic_write
 
 MODEL_COLUMNS = (
     "forget_acc", "retain_acc", "test_acc", "forget_test_acc",
-    "UA", "RA", "TA", "MIA", "mia_auc", "avg_gap", "time_s", "speedup",
+    "UA", "RA", "TA", "MIA", "mia_auc", "mia_conf", "mia_entropy", "mia_m_entropy",
+    "avg_gap", "time_s", "speedup",
+    "agree_forget", "js_forget", "kl_forget", "agree_test", "js_test", "kl_test",
+    "weight_distance",
 )  # fmt: skip
 
 
