@@ -62,7 +62,6 @@ def test_run_class_forgetting_end_to_end(make_cfg, tmp_path):
     # closeness to the retrained model: retrain is itself, the original is the unit of distance
     assert models["retrain"]["agree_test"] == 100.0 and models["retrain"]["weight_distance"] == 0
     assert models["original"]["weight_distance"] == pytest.approx(1.0)
-    assert models["original"]["mia_conf"] < models["retrain"]["mia_conf"]
     per_class = result["per_class_test_acc"]
     assert per_class["retrain"]["class1"] == 0.0 and per_class["original"]["class1"] > 90
 
