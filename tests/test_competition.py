@@ -64,3 +64,21 @@ def test_partial_overlap_is_in_between():
 
 def test_final_score_charges_lost_utility():
     assert final_score(0.8, 90.0, 100.0, 45.0, 50.0) == pytest.approx(0.8 * 0.9 * 0.9)
+
+
+def test_audit_command_writes_scores(run_cli, tmp_path):
+    import json
+
+    from .conftest import TINY
+
+    proc = run_cli("audit", "--methods", "influence,negative_gradient", "--models", "2", *TINY,
+                   check=True)  # fmt: skip
+    assert "Forgetting quality" in proc.stdout
+    (folder,) = (tmp_path / "outputs" / "audits").iterdir()
+    rows = {r["method"]: r for r in json.loads((folder / "audit.json").read_text())["rows"]}
+    assert set(rows) == {"influence", "negative_gradient"}
+    for row in rows.values():
+        assert 0.0 <= row["F"] <= 1.0 and row["models"] == 2
+        assert row["final_score"] <= row["F"] * (row["RA"] / row["RA_retrain"]) + 1e-9
+    bad = run_cli("audit", "--methods", "influense", *TINY)
+    assert bad.returncode == 2 and "Did you mean 'influence'?" in bad.stderr

@@ -27,12 +27,14 @@ USAGE = """usage: unlearn <command> [options] [key=value ...]
 commands:
   run     run an unlearning experiment (Hydra overrides, -m for sweeps, --help for all options)
   report  aggregate run or sweep folders into one table (mean ± std over seeds)
+  audit   the NeurIPS 2023 competition's forgetting-quality score over N models per side
 
 examples:
   unlearn run                                   # retrain baseline, forget 'elephant'
   unlearn run forget_fraction=0.1 seed=1        # forget a random 10% of the training set
   unlearn run -m method=retrain seed=0,1,2      # a sweep, one job per seed
   unlearn report outputs/sweeps/<sweep folder>  # the sweep's table, mean ± std over seeds
+  unlearn audit --methods influence,ssd --models 8 forget_fraction=0.1
 """
 
 CONFIG_GROUPS = ("dataset", "model", "method", "evaluation")
@@ -168,6 +170,35 @@ def report_command(args: list[str]) -> int:
     return 0
 
 
+def audit_command(args: list[str]) -> int:
+    import argparse
+
+    from hydra import compose, initialize_config_module
+
+    from unlearn_cli import audit
+    from unlearn_cli.console import make_log_handler, out_console
+    from unlearn_cli.evaluation.tables import rich_table
+
+    parser = argparse.ArgumentParser(prog="unlearn audit", description=audit.__doc__)
+    parser.add_argument("--methods", default="influence", help="comma-separated method names")
+    parser.add_argument("--models", type=int, default=8, help="models per side (N)")
+    parser.add_argument("overrides", nargs="*", help="config overrides, as for `unlearn run`")
+    opts = parser.parse_args(args)
+    if opts.models < 2:
+        raise UserError(f"--models must be at least 2, got {opts.models}")
+    check_group_choices(opts.overrides)
+    with initialize_config_module("unlearn_cli.configs", version_base="1.3"):
+        cfg = compose("config", overrides=opts.overrides)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[make_log_handler()])
+    tag = forget_tag(cfg.forget_class, cfg.forget_fraction, cfg.dataset.default_forget_class)
+    out_dir = audit.audit_dir(tag)
+    methods = [m.strip() for m in opts.methods.split(",") if m.strip()]
+    table = audit.run_audit(cfg, methods, opts.models, out_dir)
+    out_console.print(rich_table(table, f"Forgetting quality, {opts.models} models per side"))
+    log.info("audit written to %s", out_dir)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -182,7 +213,9 @@ def main(argv: list[str] | None = None) -> int:
             return run_command(rest)
         if command == "report":
             return report_command(rest)
-        raise unknown_choice("command", command, ["run", "report"])
+        if command == "audit":
+            return audit_command(rest)
+        raise unknown_choice("command", command, ["run", "report", "audit"])
     except UserError as exc:
         print(f"unlearn: error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -52,9 +52,10 @@ def sample_epsilon(retrained: np.ndarray, unlearned: np.ndarray, delta: float = 
         if a == 0 or b == 0:
             continue
         with np.errstate(divide="ignore", invalid="ignore"):
-            eps = np.nanmax([np.log(1 - delta - a) - np.log(b), np.log(1 - delta - b) - np.log(a)])
-        if np.isfinite(eps) or eps == np.inf:
-            best = max(best, float(eps))
+            candidates = (np.log(1 - delta - a) - np.log(b), np.log(1 - delta - b) - np.log(a))
+        finite = [float(e) for e in candidates if not np.isnan(e)]
+        if finite:
+            best = max(best, *finite)
     return best
 
 

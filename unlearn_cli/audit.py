@@ -1,0 +1,96 @@
+"""`unlearn audit`: the competition's forgetting-quality score over N models per side.
+
+N original and N retrained models (seeds 0..N-1, from the model cache when present) and, per
+method, N unlearned models (each method applied to original i with seed i). The forget set is
+fixed by the run's own `seed`. See evaluation/competition.py for the score.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from unlearn_cli.atomic import atomic_write_json, atomic_write_text
+from unlearn_cli.data import load_dataset, make_split
+from unlearn_cli.device import resolve_device
+from unlearn_cli.evaluation.competition import (
+    final_score,
+    forgetting_quality,
+    logit_scaled_confidence,
+)
+from unlearn_cli.evaluation.metrics import accuracy, predict_logits
+from unlearn_cli.methods import METHODS
+from unlearn_cli.run import build_models, seed_everything
+from unlearn_cli.validate import validate_config
+
+log = logging.getLogger(__name__)
+
+
+def run_audit(cfg: DictConfig, methods: list[str], n_models: int, out_dir: Path) -> pd.DataFrame:
+    for name in methods:
+        METHODS.get(name)
+    validate_config(cfg)
+    device = resolve_device(cfg.device)
+    data = load_dataset(cfg.dataset, cfg.cache_dir)
+    split = make_split(data, cfg.forget_class, cfg.forget_fraction,
+                       cfg.dataset.default_forget_class, cfg.seed)  # fmt: skip
+    fx, fy = split.forget
+    scores: dict[str, list[np.ndarray]] = {"retrain": []}
+    utility: dict[str, list[tuple[float, float]]] = {"retrain": []}
+    for name in methods:
+        scores[name], utility[name] = [], []
+    method_cfgs = {
+        name: cfg.method if cfg.method.name == name else method_defaults(name) for name in methods
+    }
+    base = OmegaConf.to_container(cfg, resolve=True)
+    for i in range(n_models):
+        for name in methods:
+            method_cfg = OmegaConf.to_container(method_cfgs[name], resolve=True)
+            run_cfg = OmegaConf.create({**base, "seed": i, "method": method_cfg})
+            seed_everything(i)
+            models, _, _ = build_models(run_cfg, split, device)
+            roles = {name: models["unlearned"]}
+            if name == methods[0]:
+                roles["retrain"] = models["retrain"]
+            for role, model in roles.items():
+                logits = predict_logits(model, fx, device, cfg.evaluation.batch_size)
+                scores[role].append(logit_scaled_confidence(logits, fy))
+                utility[role].append(utility_of(model, split, device, cfg.evaluation.batch_size))
+            log.info("audit: model %d/%d of %s done", i + 1, n_models, name)
+    rows = []
+    ra_r, ta_r = np.mean(utility["retrain"], axis=0)
+    for name in methods:
+        f, eps = forgetting_quality(np.stack(scores["retrain"]), np.stack(scores[name]))
+        ra_u, ta_u = np.mean(utility[name], axis=0)
+        rows.append({"method": name, "models": n_models, "F": f,
+                     "final_score": final_score(f, ra_u, ra_r, ta_u, ta_r),
+                     "RA": ra_u, "TA": ta_u, "RA_retrain": ra_r, "TA_retrain": ta_r,
+                     "median_epsilon": float(np.median(eps))})  # fmt: skip
+    table = pd.DataFrame(rows)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / "audit.csv", table.to_csv(index=False))
+    atomic_write_json(out_dir / "audit.json", {"forget": split.describe(), "rows": rows})
+    return table
+
+
+def method_defaults(name: str) -> DictConfig:
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module("unlearn_cli.configs", version_base="1.3"):
+        return compose("config", overrides=[f"method={name}"]).method
+
+
+def utility_of(model, split, device, batch_size: int) -> tuple[float, float]:
+    rx, ry = split.retain
+    tx, ty = split.test
+    return (accuracy(predict_logits(model, rx, device, batch_size), ry),
+            accuracy(predict_logits(model, tx, device, batch_size), ty))  # fmt: skip
+
+
+def audit_dir(tag: str) -> Path:
+    return Path("outputs") / "audits" / f"{dt.datetime.now():%Y-%m-%d_%H-%M-%S}_{tag}"
