@@ -28,6 +28,7 @@ commands:
   run     run an unlearning experiment (Hydra overrides, -m for sweeps, --help for all options)
   report  aggregate run or sweep folders into one table (mean ± std over seeds)
   audit   the NeurIPS 2023 competition's forgetting-quality score over N models per side
+  predict a run's model's top-3 classes for image files, to check a result by eye
 
 examples:
   unlearn run                                   # retrain baseline, forget 'elephant'
@@ -199,6 +200,20 @@ def audit_command(args: list[str]) -> int:
     return 0
 
 
+def predict_command(args: list[str]) -> int:
+    import argparse
+
+    from unlearn_cli import predict
+
+    parser = argparse.ArgumentParser(prog="unlearn predict", description=predict.__doc__)
+    parser.add_argument("checkpoint", type=Path, help="a run's checkpoints/unlearned.safetensors")
+    parser.add_argument("images", nargs="+", type=Path, help="image files (png, jpg, ...)")
+    opts = parser.parse_args(args)
+    for path, top in predict.top_classes(opts.checkpoint, opts.images):
+        print(f"{path}: " + ", ".join(f"{name} {p:.2f}" for name, p in top))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -215,7 +230,9 @@ def main(argv: list[str] | None = None) -> int:
             return report_command(rest)
         if command == "audit":
             return audit_command(rest)
-        raise unknown_choice("command", command, ["run", "report", "audit"])
+        if command == "predict":
+            return predict_command(rest)
+        raise unknown_choice("command", command, ["run", "report", "audit", "predict"])
     except UserError as exc:
         print(f"unlearn: error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -136,6 +136,13 @@ def write_outputs(
             "input_shape": list(split.data.input_shape),
             "method": cfg.method.name,
             "forget": split.tag,
+            "normalisation": {
+                "mean": list(split.data.mean),
+                "std": list(split.data.std),
+                "pixel_max": split.data.pixel_max,
+            },
+            # an ensemble checkpoint (sisa) holds this many members of the model above
+            "ensemble_members": len(getattr(unlearned, "members", [])) or None,
         },
     )
     labels = {

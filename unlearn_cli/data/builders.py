@@ -33,7 +33,7 @@ def animal_mnist(cfg: DictConfig, cache_dir: Path) -> ImageDataset:
     images, labels = animal_mnist_files.load_arrays(cache_dir)
     train_idx, test_idx = stratified_split(labels, cfg.test_size)
     return from_arrays(
-        "animal_mnist", animal_mnist_files.CLASSES, images, labels, train_idx, test_idx
+        "animal_mnist", animal_mnist_files.CLASSES, images, labels, train_idx, test_idx, 255.0
     )
 
 
@@ -45,7 +45,7 @@ def digits(cfg: DictConfig, cache_dir: Path) -> ImageDataset:
     images, labels = bunch.images.astype(np.float32), bunch.target.astype(np.int64)
     train_idx, test_idx = stratified_split(labels, cfg.test_size)
     classes = tuple(str(c) for c in range(10))
-    return from_arrays("digits", classes, images, labels, train_idx, test_idx)
+    return from_arrays("digits", classes, images, labels, train_idx, test_idx, 16.0)
 
 
 @DATASETS.register("synthetic")

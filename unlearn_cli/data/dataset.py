@@ -21,6 +21,11 @@ class ImageDataset:
     y_train: torch.Tensor
     x_test: torch.Tensor
     y_test: torch.Tensor
+    # How raw pixels were standardised, so a checkpoint can preprocess new images the same way:
+    # x = (raw - mean) / std per channel, raw on a 0..pixel_max scale (None: not image data).
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+    pixel_max: float | None = None
 
     @property
     def num_classes(self) -> int:
@@ -42,6 +47,7 @@ def from_arrays(
     labels: np.ndarray,
     train_idx: np.ndarray,
     test_idx: np.ndarray,
+    pixel_max: float | None = None,
 ) -> ImageDataset:
     """Turn uint8/float (N, H, W) or (N, C, H, W) arrays into a standardised ImageDataset.
 
@@ -61,4 +67,7 @@ def from_arrays(
         y_train=y[torch.as_tensor(train_idx)].contiguous(),
         x_test=((x_test - mean) / std).contiguous(),
         y_test=y[torch.as_tensor(test_idx)].contiguous(),
+        mean=tuple(mean.flatten().tolist()),
+        std=tuple(std.flatten().tolist()),
+        pixel_max=pixel_max,
     )
