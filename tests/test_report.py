@@ -80,3 +80,5 @@ def test_report_cli_matches_the_run_files(run_cli, tmp_path):
     assert table.loc["negative_gradient", "UA"] == pytest.approx(sum(uas) / 2)
     assert table.loc["negative_gradient", "seeds"] == 2
     assert (tmp_path / "r.md").read_text().startswith("# Unlearning report")
+    for plot in ("metric_bars.png", "tradeoff.png"):  # beside the CSV
+        assert (tmp_path / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

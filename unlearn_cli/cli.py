@@ -159,6 +159,12 @@ def report_command(args: list[str]) -> int:
     parser.add_argument(
         "--bench", action="store_true", help="title and protocol text of BENCHMARKS.md"
     )
+    parser.add_argument(
+        "--plots",
+        type=Path,
+        help="folder for metric_bars.png and tradeoff.png "
+        "(default: beside --csv/--markdown, else the first PATH)",
+    )
     opts = parser.parse_args(args)
     table = report.aggregate(report.per_seed_rows(report.find_metrics(opts.paths)))
     if table.empty:
@@ -166,6 +172,10 @@ def report_command(args: list[str]) -> int:
     title = report.BENCH_TITLE if opts.bench else "Unlearning report"
     preamble = report.BENCH_PREAMBLE if opts.bench else ""
     report.write_report(table, opts.csv, opts.markdown, title, preamble)
+    plots_dir = opts.plots or next(
+        (p.parent for p in (opts.csv, opts.markdown) if p is not None), opts.paths[0]
+    )
+    report.write_plots(table, plots_dir)
     for rendered in report.grouped_tables(table):
         out_console.print(rendered)
     return 0

@@ -18,6 +18,7 @@ from unlearn_cli.console import out_console
 from unlearn_cli.data import ForgetSplit, forget_tag, load_dataset, make_split
 from unlearn_cli.device import resolve_device
 from unlearn_cli.evaluation.evaluate import evaluate_models
+from unlearn_cli.evaluation.plots import confidence_histograms, per_class_accuracy_plot
 from unlearn_cli.evaluation.tables import metrics_by_model_table, models_frame, write_csv
 from unlearn_cli.methods import METHODS, UnlearnContext
 from unlearn_cli.models import build_model, save_checkpoint
@@ -59,7 +60,11 @@ def run_experiment(cfg: DictConfig, run_dir: Path | str) -> dict:
     )
     try:
         models, seconds, method_metrics = build_models(cfg, split, device)
-        rows, details = evaluate_models(models, seconds, split, device, cfg.evaluation, cfg.seed)
+        rows, details, confidences = evaluate_models(
+            models, seconds, split, device, cfg.evaluation, cfg.seed
+        )
+        if cfg.evaluation.plots:
+            write_plots(run_dir / "plots", details, confidences, split, cfg.method.name)
         write_outputs(run_dir, models["unlearned"], rows, cfg, split)
         record.finish("completed", models=rows, method_metrics=method_metrics, **details)
     except KeyboardInterrupt:
@@ -121,6 +126,15 @@ def build_models(
     costs = {"original": None, "retrain": reference.train_seconds, "unlearned": seconds}
     cache_info = {"original_hit": original.hit, "retrain_hit": reference.hit}
     return {k: m.to(device) for k, m in models.items()}, costs, {**ctx.metrics, **cache_info}
+
+
+def write_plots(folder: Path, details: dict, confidences: dict, split: ForgetSplit,
+                method: str) -> None:  # fmt: skip
+    labels = {"original": "original", "retrain": "retrain", "unlearned": f"unlearned ({method})"}
+    forgotten = [split.data.classes[c] for c in split.forget_classes]
+    per_class_accuracy_plot(details["per_class_test_acc"], labels, forgotten,
+                            folder / "per_class_accuracy.png")  # fmt: skip
+    confidence_histograms(confidences, labels, folder / "mia_confidence.png")
 
 
 def write_outputs(

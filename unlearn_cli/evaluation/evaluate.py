@@ -18,6 +18,7 @@ from unlearn_cli.evaluation.metrics import (
     add_gaps,
     core_metrics,
     predict_logits,
+    true_class_confidence,
     view_logits,
 )
 
@@ -29,8 +30,9 @@ def evaluate_models(
     device,
     cfg: DictConfig,
     seed: int,
-) -> tuple[dict[str, dict], dict]:
-    """Per-model metric rows (gaps and costs included) and the per-class details."""
+) -> tuple[dict[str, dict], dict, dict]:
+    """Per-model metric rows (gaps and costs included), per-class details for metrics.json, and
+    each model's true-class confidences on forget and test samples (for the plots)."""
     logits, labels = {}, {}
     for role, model in models.items():
         logits[role], labels = view_logits(model, split, device, cfg.batch_size)
@@ -60,4 +62,8 @@ def evaluate_models(
         details["confusion_matrix"] = {
             r: confusion_matrix(full_test[r], y_test, split.data.num_classes) for r in models
         }
-    return rows, details
+    confidences = {
+        role: {v: true_class_confidence(logits[role][v], labels[v]) for v in ("forget", "test")}
+        for role in models
+    }
+    return rows, details, confidences

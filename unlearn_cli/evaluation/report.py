@@ -153,6 +153,14 @@ def to_markdown(table: pd.DataFrame, title: str, preamble: str = "") -> str:
     return "\n".join(lines)
 
 
+def write_plots(table: pd.DataFrame, folder: Path) -> list[Path]:
+    from unlearn_cli.evaluation.plots import metric_bars, tradeoff_scatter
+
+    folder = Path(folder)
+    return [metric_bars(table, folder / "metric_bars.png"),
+            tradeoff_scatter(table, folder / "tradeoff.png")]  # fmt: skip
+
+
 def write_report(
     table: pd.DataFrame, csv: Path | None, markdown: Path | None, title: str, preamble: str = ""
 ) -> None:

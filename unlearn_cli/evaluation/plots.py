@@ -1,0 +1,117 @@
+"""PNG plots for people: a run's per-class accuracy and MIA confidences, a report's comparisons.
+
+matplotlib with the Agg backend (no display needed); every figure is written atomically.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+import matplotlib.ticker
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from unlearn_cli.atomic import atomic_path  # noqa: E402
+
+ROLE_COLOURS = {"original": "#9e9e9e", "retrain": "#2e7d32", "unlearned": "#1565c0"}
+
+
+def save(fig: plt.Figure, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def per_class_accuracy_plot(per_class: dict[str, dict[str, float]], labels: dict[str, str],
+                            forgotten: list[str], path: Path) -> Path:  # fmt: skip
+    """Grouped bars: test accuracy of each class under each model; forgotten classes marked."""
+    classes = list(next(iter(per_class.values())))
+    x = np.arange(len(classes))
+    width = 0.8 / len(per_class)
+    fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(classes)), 4))
+    for i, (role, accs) in enumerate(per_class.items()):
+        ax.bar(x + (i - (len(per_class) - 1) / 2) * width, [accs[c] for c in classes], width,
+               label=labels.get(role, role), color=ROLE_COLOURS.get(role))  # fmt: skip
+    ax.set_xticks(x, [f"{c}\n(forgotten)" if c in forgotten else c for c in classes])
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylim(0, 105)
+    ax.set_title("Per-class test accuracy")
+    ax.legend(loc="lower right")
+    return save(fig, path)
+
+
+def confidence_histograms(conf: dict[str, dict[str, np.ndarray]], labels: dict[str, str],
+                          path: Path) -> Path:  # fmt: skip
+    """True-class confidence of forget vs test samples, one panel per model: what MIAs see."""
+    fig, axes = plt.subplots(1, len(conf), figsize=(4.2 * len(conf), 3.4), sharey=True)
+    bins = np.linspace(0, 1, 26)
+    for ax, (role, views) in zip(np.atleast_1d(axes), conf.items(), strict=True):
+        ax.hist(views["test"], bins=bins, alpha=0.6, density=True, label="test (unseen)",
+                color="#ef6c00")  # fmt: skip
+        ax.hist(views["forget"], bins=bins, alpha=0.6, density=True, label="forget",
+                color="#1565c0")  # fmt: skip
+        ax.set_title(labels.get(role, role))
+        ax.set_xlabel("true-class confidence")
+    np.atleast_1d(axes)[0].set_ylabel("density")
+    np.atleast_1d(axes)[0].legend(loc="upper left")
+    fig.suptitle("Membership-inference view: forget vs unseen samples", y=1.03)
+    return save(fig, path)
+
+
+def metric_bars(table: pd.DataFrame, path: Path) -> Path:
+    """UA/RA/TA/MIA per method (mean ± std), the retrain level as a dashed line, per scenario."""
+    metrics = ["UA", "RA", "TA", "MIA"]
+    scenarios = list(dict.fromkeys(table["scenario"]))
+    height = 0.35 * table["method"].nunique() * len(scenarios) + 2
+    fig, axes = plt.subplots(
+        len(scenarios), len(metrics), squeeze=False, figsize=(4 * len(metrics), height)
+    )
+    for r, scenario in enumerate(scenarios):
+        part = table[table["scenario"] == scenario]
+        retrain = part[part["method"] == "retrain"]
+        for c, metric in enumerate(metrics):
+            ax = axes[r][c]
+            colours = ["#2e7d32" if m == "retrain" else "#1565c0" for m in part["method"]]
+            ax.barh(part["method"], part[metric], xerr=part.get(f"{metric}_std"), color=colours)
+            if not retrain.empty:
+                ax.axvline(float(retrain[metric].iloc[0]), color="#2e7d32", linestyle="--")
+            ax.set_title(f"{metric} ({scenario})", fontsize=9)
+            ax.set_xlim(0, 105)
+            if c:
+                ax.set_yticklabels([])
+            ax.invert_yaxis()
+    fig.suptitle("Mean over seeds; dashed line = retrain (the target)")
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def tradeoff_scatter(table: pd.DataFrame, path: Path) -> Path:
+    """avg_gap (lower is better) against speedup (higher is better), one marker per method."""
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for scenario, part in table.groupby("scenario", sort=False):
+        part = part.dropna(subset=["speedup"])
+        part = part[part["method"] != "retrain"]
+        gap = part["avg_gap"].clip(lower=0.01)
+        ax.scatter(part["speedup"], gap, label=scenario)
+        for (_, row), y in zip(part.iterrows(), gap, strict=True):
+            ax.annotate(row["method"], (row["speedup"], y), fontsize=7,
+                        xytext=(3, 3), textcoords="offset points")  # fmt: skip
+    # Both axes span decades; log scales keep the good, crowded corner readable.
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xticks([1, 2, 5, 10, 20, 50, 100])
+    ax.set_yticks([0.1, 0.3, 1, 3, 10, 30])
+    ax.grid(True, which="major", alpha=0.3)
+    ax.set_xlabel("speedup over retrain (log scale; right is faster)")
+    ax.set_ylabel("avg_gap to retrain (log scale; lower is better)")
+    ax.set_title("Forgetting quality vs cost")
+    ax.legend()
+    return save(fig, path)
