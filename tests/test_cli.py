@@ -47,6 +47,11 @@ def test_multirun_writes_jobs_and_summary(run_cli, tmp_path):
     assert jobs == ["0_retrain_class1", "1_retrain_class1"]
     summary = pd.read_csv(sweeps[0] / "summary.csv")
     assert summary["seed"].tolist() == [0, 1]
+    # the same aggregation as `unlearn report`, written beside the jobs
+    report = pd.read_csv(sweeps[0] / "report.csv").set_index("method")
+    assert report.loc["retrain", "seeds"] == 2
+    assert report.loc["retrain", "UA"] == pytest.approx(summary["UA"].mean())
+    assert (sweeps[0] / "tradeoff.png").is_file() and (sweeps[0] / "report.md").is_file()
     assert (summary["status"] == "completed").all()
     for job, row in zip(jobs, summary.itertuples(), strict=True):
         metrics = json.loads((sweeps[0] / job / "metrics.json").read_text())

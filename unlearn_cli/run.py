@@ -18,6 +18,7 @@ from unlearn_cli.console import out_console
 from unlearn_cli.data import ForgetSplit, forget_tag, load_dataset, make_split
 from unlearn_cli.device import resolve_device
 from unlearn_cli.evaluation.evaluate import evaluate_models
+from unlearn_cli.evaluation.lira import add_lira
 from unlearn_cli.evaluation.plots import confidence_histograms, per_class_accuracy_plot
 from unlearn_cli.evaluation.tables import metrics_by_model_table, models_frame, write_csv
 from unlearn_cli.methods import METHODS, UnlearnContext
@@ -63,6 +64,8 @@ def run_experiment(cfg: DictConfig, run_dir: Path | str) -> dict:
         rows, details, confidences = evaluate_models(
             models, seconds, split, device, cfg.evaluation, cfg.seed
         )
+        if "lira" in cfg.evaluation:
+            add_lira(rows, models, split, cfg, device)
         if cfg.evaluation.plots:
             write_plots(run_dir / "plots", details, confidences, split, cfg.method.name)
         write_outputs(run_dir, models["unlearned"], rows, cfg, split)

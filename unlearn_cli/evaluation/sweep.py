@@ -50,6 +50,22 @@ def summarise_sweep(sweep_dir: Path) -> pd.DataFrame:
     return frame
 
 
+def write_sweep_report(sweep_dir: Path) -> None:
+    """The `unlearn report` table (mean ± std over seeds) and plots of the sweep, beside it."""
+    from unlearn_cli.errors import UserError
+    from unlearn_cli.evaluation import report
+
+    try:
+        table = report.aggregate(report.per_seed_rows(report.find_metrics([sweep_dir])))
+    except UserError:
+        return
+    if table.empty:
+        return
+    report.write_report(table, sweep_dir / "report.csv", sweep_dir / "report.md",
+                        f"Sweep {sweep_dir.name}")  # fmt: skip
+    report.write_plots(table, sweep_dir)
+
+
 class SweepSummaryCallback(Callback):
     """Writes summary.csv and prints the table once every job of a sweep has ended."""
 
@@ -66,6 +82,7 @@ class SweepSummaryCallback(Callback):
             last_sweep_failed = True
             return
         write_csv(frame, sweep_dir / "summary.csv")
+        write_sweep_report(sweep_dir)
         failed = frame[frame["status"] != "completed"]
         last_sweep_failed = not failed.empty
         out_console.print(rich_table(frame, f"Sweep summary ({sweep_dir})"))

@@ -15,7 +15,7 @@ MODEL_COLUMNS = (
     "UA", "RA", "TA", "MIA", "mia_auc", "mia_conf", "mia_entropy", "mia_m_entropy",
     "avg_gap", "time_s", "speedup",
     "agree_forget", "js_forget", "kl_forget", "agree_test", "js_test", "kl_test",
-    "weight_distance",
+    "weight_distance", "lira_member",
 )  # fmt: skip
 
 
