@@ -93,9 +93,13 @@ def metric_bars(table: pd.DataFrame, path: Path) -> Path:
 def tradeoff_scatter(table: pd.DataFrame, path: Path) -> Path:
     """avg_gap (lower is better) against speedup (higher is better), one marker per method."""
     fig, ax = plt.subplots(figsize=(7, 5))
-    for scenario, part in table.groupby("scenario", sort=False):
-        part = part.dropna(subset=["speedup"])
-        part = part[part["method"] != "retrain"]
+    points = table.dropna(subset=["speedup"])
+    points = points[points["method"] != "retrain"]
+    if points.empty:
+        ax.text(0.5, 0.5, "no unlearning method besides retrain to compare", ha="center")
+        ax.set_axis_off()
+        return save(fig, path)
+    for scenario, part in points.groupby("scenario", sort=False):
         gap = part["avg_gap"].clip(lower=0.01)
         ax.scatter(part["speedup"], gap, label=scenario)
         for (_, row), y in zip(part.iterrows(), gap, strict=True):

@@ -82,9 +82,12 @@ class SweepSummaryCallback(Callback):
             last_sweep_failed = True
             return
         write_csv(frame, sweep_dir / "summary.csv")
-        write_sweep_report(sweep_dir)
         failed = frame[frame["status"] != "completed"]
         last_sweep_failed = not failed.empty
+        try:
+            write_sweep_report(sweep_dir)
+        except Exception:  # noqa: BLE001 - the summary and the exit code matter more than plots
+            log.exception("could not write the sweep's report and plots")
         out_console.print(rich_table(frame, f"Sweep summary ({sweep_dir})"))
         log.info("sweep summary written to %s", sweep_dir / "summary.csv")
         if last_sweep_failed:
