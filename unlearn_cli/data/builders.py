@@ -11,6 +11,7 @@ from sklearn.model_selection import train_test_split
 
 from unlearn_cli.data import animal_mnist as animal_mnist_files
 from unlearn_cli.data.dataset import ImageDataset, from_arrays
+from unlearn_cli.data.tabular import BUNDLED, load_table, tabular_dataset
 from unlearn_cli.registry import Registry
 
 DatasetBuilder = Callable[[DictConfig, Path], ImageDataset]
@@ -59,6 +60,17 @@ def synthetic(cfg: DictConfig, cache_dir: Path) -> ImageDataset:
     train_idx, test_idx = stratified_split(labels, cfg.test_size)
     classes = tuple(f"class{c}" for c in range(k))
     return from_arrays("synthetic", classes, images, labels, train_idx, test_idx)
+
+
+def tabular(cfg: DictConfig, cache_dir: Path) -> ImageDataset:
+    """A bundled table (breast_cancer, wine, iris) or `csv` (dataset.path, dataset.label_column)."""
+    x, y, classes = load_table(cfg)
+    train_idx, test_idx = stratified_split(y, cfg.test_size)
+    return tabular_dataset(cfg, train_idx, test_idx, x, y, classes)
+
+
+for _table in (*BUNDLED, "csv"):  # `dataset=tabular dataset.name=<table>`
+    DATASETS.register(_table)(tabular)
 
 
 def load_dataset(cfg: DictConfig, cache_dir: Path | str) -> ImageDataset:

@@ -147,18 +147,27 @@ def solve_newton(
     return conjugate_gradient(hvp, g, cfg.cg_iters, cfg.cg_tol)
 
 
-def resolve_gradient(cfg, split: ForgetSplit) -> str:
-    """auto: iterate Newton to the retain optimum when a whole class goes (a large removal that
-    one quadratic step models badly); the forget-sample form for scattered samples."""
+def is_linear(model: nn.Module) -> bool:
+    """No trainable feature parameters: the objective is convex in the head."""
+    return not any(p.requires_grad for p in model.features.parameters())
+
+
+def resolve_gradient(cfg, split: ForgetSplit, linear: bool = False) -> str:
+    """auto: for a convex (linear) model, or when a whole class goes (a large removal one
+    quadratic step models badly), iterate Newton to the retain optimum; for scattered samples
+    in a deep net, the forget-sample form."""
     if cfg.gradient == "auto":
-        return "retain" if split.scenario == "class" else "forget"
+        return "retain" if linear or split.scenario == "class" else "forget"
     if cfg.gradient not in ("retain", "forget"):
         raise UserError(f"method.gradient must be auto, retain or forget, not {cfg.gradient!r}")
     return cfg.gradient
 
 
-def step_scale(cfg, split: ForgetSplit) -> float:
-    """The step's multiplier; one-step influence underestimates the removal of scattered samples."""
+def step_scale(cfg, split: ForgetSplit, linear: bool = False) -> float:
+    """The step's multiplier; in a deep net one step underestimates the removal of scattered
+    samples. A convex model's quadratic model is accurate: no scaling."""
+    if linear and cfg.gradient == "auto":
+        return 1.0
     return float(cfg.scale_class if split.scenario == "class" else cfg.scale_random)
 
 
@@ -183,6 +192,7 @@ def influence(model: nn.Module, split: ForgetSplit, ctx: UnlearnContext) -> nn.M
     model.to(device)
     with eval_mode(model), torch.enable_grad():
         last_layer = cfg.solver == "last_layer"
+        linear = is_linear(model)
         target: nn.Module = model.head if last_layer else model
         x, y = solver_inputs(model, split.retain, device, last_layer)
         obj = FlatObjective(target)
@@ -192,7 +202,7 @@ def influence(model: nn.Module, split: ForgetSplit, ctx: UnlearnContext) -> nn.M
         pick = torch.randperm(len(y), generator=torch.Generator().manual_seed(ctx.seed))[:n_h]
         h_batches = batched(x[pick.to(device)], y[pick.to(device)], cfg.batch_size)
         reg = l2 + float(cfg.damping)
-        if resolve_gradient(cfg, split) == "forget":
+        if resolve_gradient(cfg, split, linear) == "forget":
             # Influence-function form: grad L_r(theta) assuming theta is the full optimum, from
             # the forget samples alone, so the original's own optimisation error is left alone.
             fx, fy = solver_inputs(model, split.forget, device, last_layer)
@@ -202,16 +212,18 @@ def influence(model: nn.Module, split: ForgetSplit, ctx: UnlearnContext) -> nn.M
             )
             g = -(k / (n - k)) * (g_forget + l2 * theta)
             step, info = solve_newton(obj, theta, g, h_batches, cfg, reg)
-            new_theta = theta - step_scale(cfg, split) * step
+            new_theta = theta - step_scale(cfg, split, linear) * step
         else:
             new_theta = theta
             for _ in range(cfg.newton_steps):
                 g = retain_gradient(obj, new_theta, retain, l2)
                 step, info = solve_newton(obj, new_theta, g, h_batches, cfg, reg)
-                new_theta = new_theta - step_scale(cfg, split) * step
+                new_theta = new_theta - step_scale(cfg, split, linear) * step
         info.update(
-            gradient=resolve_gradient(cfg, split),
-            newton_steps=1 if resolve_gradient(cfg, split) == "forget" else cfg.newton_steps,
+            gradient=resolve_gradient(cfg, split, linear),
+            newton_steps=1
+            if resolve_gradient(cfg, split, linear) == "forget"
+            else cfg.newton_steps,
             solver=cfg.solver,
             parameters=int(theta.numel()),
             l2=l2,

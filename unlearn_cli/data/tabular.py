@@ -1,0 +1,67 @@
+"""Tabular data for the convex setting: scikit-learn's bundled tables or a CSV file.
+
+Rows become (1, 1, n_features) "images" so `logistic` and `mlp` take them as they are; features
+are standardised one by one with statistics of the training part.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from omegaconf import DictConfig
+
+from unlearn_cli.data.dataset import ImageDataset
+from unlearn_cli.errors import UserError
+
+BUNDLED = ("breast_cancer", "wine", "iris")
+
+
+def load_table(cfg: DictConfig) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """Features (n, d) float32, labels (n,) int64 and class names."""
+    if cfg.name in BUNDLED:
+        import sklearn.datasets
+
+        bunch = getattr(sklearn.datasets, f"load_{cfg.name}")()
+        return (
+            bunch.data.astype(np.float32),
+            bunch.target.astype(np.int64),
+            tuple(str(c) for c in bunch.target_names),
+        )
+    return load_csv(Path(str(cfg.path)), str(cfg.label_column))
+
+
+def load_csv(path: Path, label_column: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    if not path.is_file():
+        raise UserError(f"dataset.path: no CSV file at {path}")
+    try:
+        frame = pd.read_csv(path)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+        raise UserError(f"cannot read {path} as CSV: {exc}") from exc
+    if label_column not in frame.columns:
+        raise UserError(f"{path.name} has no column '{label_column}'; columns: "
+                        f"{', '.join(map(str, frame.columns))}")  # fmt: skip
+    features = frame.drop(columns=[label_column])
+    bad = [c for c in features.columns if not pd.api.types.is_numeric_dtype(features[c])]
+    if bad:
+        raise UserError(f"{path.name}: feature columns must be numeric; not: {', '.join(bad[:5])}")
+    if features.isna().any().any():
+        raise UserError(f"{path.name} has empty cells; fill or drop them first")
+    classes, labels = np.unique(frame[label_column].astype(str), return_inverse=True)
+    return features.to_numpy(np.float32), labels.astype(np.int64), tuple(classes)
+
+
+def tabular_dataset(cfg: DictConfig, train_idx, test_idx, x, y, classes) -> ImageDataset:
+    x_train, x_test = x[train_idx], x[test_idx]
+    mean, std = x_train.mean(axis=0), x_train.std(axis=0) + 1e-6
+    to_rows = lambda a: torch.as_tensor((a - mean) / std).reshape(len(a), 1, 1, -1)  # noqa: E731
+    return ImageDataset(
+        name=str(cfg.name),
+        classes=classes,
+        x_train=to_rows(x_train).contiguous(),
+        y_train=torch.as_tensor(y[train_idx]),
+        x_test=to_rows(x_test).contiguous(),
+        y_test=torch.as_tensor(y[test_idx]),
+    )
