@@ -72,7 +72,7 @@ def test_failed_sweep_job_keeps_the_others(run_cli, tmp_path):
     ("args", "message"),
     [
         (["forget_class=unicorn"], "unknown class 'unicorn'; valid classes: class0, class1"),
-        (["forget_class=class0", "forget_fraction=0.1"], "not both"),
+        (["forget_class=class0", "forget_fraction=0.1"], "give only one of"),
         (["forget_fraction=1.5"], "strictly between 0 and 1"),
         (["forget_fraction=0"], "strictly between 0 and 1"),
         (["method=retrian"], "unknown method 'retrian'. Did you mean 'retrain'?"),

@@ -68,7 +68,7 @@ def test_random_split_is_seeded_and_sized():
     [
         ("unicorn", None, "unknown class 'unicorn'; valid classes: c0, c1, c2"),
         (7, None, "unknown class '7'"),
-        ("c1", 0.1, "not both"),
+        ("c1", 0.1, "give only one of"),
         (None, 0.0, "strictly between 0 and 1"),
         (None, 1.0, "strictly between 0 and 1"),
         (None, 0.001, "selects 0 of"),

@@ -16,7 +16,8 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from unlearn_cli.atomic import atomic_write_json, atomic_write_text
-from unlearn_cli.data import load_dataset, make_split
+from unlearn_cli.data import load_dataset
+from unlearn_cli.data.spec import split_from_config
 from unlearn_cli.device import resolve_device
 from unlearn_cli.evaluation.competition import (
     final_score,
@@ -37,8 +38,7 @@ def run_audit(cfg: DictConfig, methods: list[str], n_models: int, out_dir: Path)
     validate_config(cfg)
     device = resolve_device(cfg.device)
     data = load_dataset(cfg.dataset, cfg.cache_dir)
-    split = make_split(data, cfg.forget_class, cfg.forget_fraction,
-                       cfg.dataset.default_forget_class, cfg.seed)  # fmt: skip
+    split = split_from_config(data, cfg)
     fx, fy = split.forget
     scores: dict[str, list[np.ndarray]] = {"retrain": []}
     utility: dict[str, list[tuple[float, float]]] = {"retrain": []}

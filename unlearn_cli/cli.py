@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from unlearn_cli import __version__
 from unlearn_cli.data import forget_tag
+from unlearn_cli.data.spec import forget_tag_of
 from unlearn_cli.errors import UserError
 from unlearn_cli.record import RunRecord
 from unlearn_cli.registry import unknown_choice
@@ -131,7 +132,7 @@ def mark_failed(cfg: DictConfig, run_dir: Path, exc: Exception) -> None:
     if (run_dir / "metrics.json").is_file():
         return  # the run recorded its own failure
     try:
-        tag = forget_tag(cfg.forget_class, cfg.forget_fraction, cfg.dataset.default_forget_class)
+        tag = forget_tag_of(cfg)
         RunRecord(run_dir, cfg, tag).finish("failed", error=f"{type(exc).__name__}: {exc}")
     except Exception:  # noqa: BLE001 - a broken config must not hide the original error
         log.exception("could not write metrics.json for %s", run_dir)
@@ -201,7 +202,7 @@ def audit_command(args: list[str]) -> int:
     with initialize_config_module("unlearn_cli.configs", version_base="1.3"):
         cfg = compose("config", overrides=opts.overrides)
     logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[make_log_handler()])
-    tag = forget_tag(cfg.forget_class, cfg.forget_fraction, cfg.dataset.default_forget_class)
+    tag = forget_tag_of(cfg)
     out_dir = audit.audit_dir(tag)
     methods = [m.strip() for m in opts.methods.split(",") if m.strip()]
     table = audit.run_audit(cfg, methods, opts.models, out_dir)

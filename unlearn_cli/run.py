@@ -15,7 +15,8 @@ from torch import nn
 
 from unlearn_cli.cache import ModelCache
 from unlearn_cli.console import out_console
-from unlearn_cli.data import ForgetSplit, forget_tag, load_dataset, make_split
+from unlearn_cli.data import ForgetSplit, load_dataset
+from unlearn_cli.data.spec import forget_tag_of, split_from_config
 from unlearn_cli.device import resolve_device
 from unlearn_cli.evaluation.evaluate import evaluate_models
 from unlearn_cli.evaluation.lira import add_lira
@@ -42,11 +43,9 @@ def run_experiment(cfg: DictConfig, run_dir: Path | str) -> dict:
     validate_config(cfg)
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
-    tag = forget_tag(cfg.forget_class, cfg.forget_fraction, cfg.dataset.default_forget_class)
+    tag = forget_tag_of(cfg)
     data = load_dataset(cfg.dataset, cfg.cache_dir)
-    split = make_split(
-        data, cfg.forget_class, cfg.forget_fraction, cfg.dataset.default_forget_class, cfg.seed
-    )
+    split = split_from_config(data, cfg)
     record = RunRecord(run_dir, cfg, tag)
     record.update(split=split.describe(), device=str(device))
     log.info(

@@ -73,10 +73,10 @@ def validate_config(cfg: DictConfig) -> None:
         isinstance(cfg.seed, int) and not isinstance(cfg.seed, bool),
         f"seed must be a whole number, got {cfg.seed!r}",
     )
-    require(
-        cfg.forget_class is None or cfg.forget_fraction is None,
-        "give either forget_class or forget_fraction, not both",
-    )
+    given = [k for k in ("forget_class", "forget_fraction", "forget_indices_file")
+             if cfg[k] is not None]  # fmt: skip
+    require(len(given) <= 1, "give only one of forget_class, forget_fraction, "
+                             f"forget_indices_file (got {' and '.join(given)})")  # fmt: skip
     if cfg.forget_fraction is not None:
         require(
             is_number(cfg.forget_fraction) and 0 < cfg.forget_fraction < 1,

@@ -26,6 +26,9 @@ class ImageDataset:
     mean: tuple[float, ...] = (0.0,)
     std: tuple[float, ...] = (1.0,)
     pixel_max: float | None = None
+    # The id of each training row as a deletion request names it (the row's index in the full
+    # dataset, or a file path); empty means "position in the training set".
+    train_ids: tuple = ()
 
     @property
     def num_classes(self) -> int:
@@ -38,6 +41,9 @@ class ImageDataset:
     @property
     def num_train(self) -> int:
         return len(self.y_train)
+
+    def ids(self) -> tuple:
+        return self.train_ids or tuple(range(self.num_train))
 
 
 def from_arrays(
@@ -70,4 +76,5 @@ def from_arrays(
         mean=tuple(mean.flatten().tolist()),
         std=tuple(std.flatten().tolist()),
         pixel_max=pixel_max,
+        train_ids=tuple(int(i) for i in train_idx),
     )

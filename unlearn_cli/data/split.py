@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from unlearn_cli.data.dataset import ImageDataset
 from unlearn_cli.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+MAX_LISTED_IDS = 1000  # metrics.json lists the forgotten ids up to this many, else hash + count
 
 
 @dataclass(frozen=True)
@@ -61,7 +68,10 @@ class ForgetSplit:
         return hashlib.sha256(np.sort(self.forget_idx).astype(np.int64).tobytes()).hexdigest()[:16]
 
     def describe(self) -> dict:
+        ids = [self.data.ids()[i] for i in self.forget_idx]
+        listed = {"forget_ids": ids} if len(ids) <= MAX_LISTED_IDS else {}
         return {
+            **listed,
             "scenario": self.scenario,
             "tag": self.tag,
             "forget_classes": [self.data.classes[c] for c in self.forget_classes],
@@ -73,10 +83,18 @@ class ForgetSplit:
         }
 
 
-def forget_tag(forget_class: object, forget_fraction: object, default_class: object) -> str:
-    """Folder-name tag of a forget spec: 'elephant', 'cat+dog', 'random0.1'."""
+def forget_tag(
+    forget_class: object,
+    forget_fraction: object,
+    default_class: object,
+    indices_file: object = None,
+    within: object = None,
+) -> str:
+    """Folder-name tag of a forget spec: 'elephant', 'cat+dog', 'random0.1', 'list-request7'."""
+    if indices_file is not None:
+        return f"list-{Path(str(indices_file)).stem}"
     if forget_fraction is not None:
-        return f"random{forget_fraction}"
+        return f"random{forget_fraction}" + (f"-of-{within}" if within is not None else "")
     chosen = default_class if forget_class is None else forget_class
     if isinstance(chosen, Sequence) and not isinstance(chosen, str):
         return "+".join(str(c) for c in chosen)
@@ -101,33 +119,80 @@ def make_split(
     forget_fraction: float | None,
     default_class: object,
     seed: int,
+    forget_ids: Sequence | None = None,
+    within_class: object = None,
+    list_name: str = "list",
 ) -> ForgetSplit:
-    """Choose the forget set from exactly one spec (a class list or a fraction) and split."""
-    n = data.num_train
-    labels = data.y_train.numpy()
-    if forget_class is not None and forget_fraction is not None:
-        raise UserError("give either forget_class or forget_fraction, not both")
-    if forget_fraction is not None:
-        fraction = float(forget_fraction)
-        if not 0.0 < fraction < 1.0:
-            raise UserError(f"forget_fraction must be strictly between 0 and 1, got {fraction}")
-        count = int(round(fraction * n))
-        if count < 1 or count >= n:
-            raise UserError(f"forget_fraction={fraction} selects {count} of {n} training samples")
-        rng = np.random.default_rng(seed)
-        forget_idx = np.sort(rng.choice(n, size=count, replace=False))
-        classes: tuple[int, ...] = ()
+    """Choose the forget set from exactly one spec and split.
+
+    Specs: classes (`forget_class`), a random share of the training set or of one class
+    (`forget_fraction`, `within_class`), or explicit sample ids (`forget_ids`, a deletion request).
+    """
+    given = [s for s, v in (("forget_class", forget_class), ("forget_fraction", forget_fraction),
+                            ("forget_indices_file", forget_ids)) if v is not None]  # fmt: skip
+    if len(given) > 1:
+        raise UserError(f"give only one of forget_class, forget_fraction, forget_indices_file "
+                        f"(got {' and '.join(given)})")  # fmt: skip
+    if within_class is not None and forget_fraction is None:
+        raise UserError("forget_within restricts forget_fraction; give forget_fraction with it")
+    classes: tuple[int, ...] = ()
+    if forget_ids is not None:
+        forget_idx = positions_of(data, forget_ids)
+        tag = list_name
+    elif forget_fraction is not None:
+        forget_idx = random_share(data, float(forget_fraction), within_class, seed)
+        tag = forget_tag(None, forget_fraction, None)
+        if within_class is not None:
+            tag += f"-of-{data.classes[resolve_class(within_class, data.classes)]}"
     else:
-        spec = default_class if forget_class is None else forget_class
-        names = [spec] if isinstance(spec, str | int) else list(spec)
-        if not names:
-            raise UserError("forget_class is an empty list; name at least one class")
-        classes = tuple(sorted({resolve_class(c, data.classes) for c in names}))
-        forget_idx = np.flatnonzero(np.isin(labels, classes))
-        if len(forget_idx) == 0:
-            raise UserError(f"forget set is empty: no training samples of {names}")
-        if len(forget_idx) == n:
-            raise UserError("the forget set is the whole training set; nothing would remain")
-    retain_idx = np.setdiff1d(np.arange(n), forget_idx, assume_unique=True)
-    tag = forget_tag([data.classes[c] for c in classes] if classes else None, forget_fraction, None)
+        classes, forget_idx = class_samples(data, default_class if forget_class is None
+                                            else forget_class)  # fmt: skip
+        tag = forget_tag([data.classes[c] for c in classes], None, None)
+    if len(forget_idx) == data.num_train:
+        raise UserError("the forget set is the whole training set; nothing would remain")
+    retain_idx = np.setdiff1d(np.arange(data.num_train), forget_idx, assume_unique=True)
     return ForgetSplit(data, forget_idx, retain_idx, classes, tag)
+
+
+def class_samples(data: ImageDataset, spec: object) -> tuple[tuple[int, ...], np.ndarray]:
+    if spec is None:
+        raise UserError("this dataset has no default class to forget: give forget_class, "
+                        "forget_fraction or forget_indices_file")  # fmt: skip
+    names = [spec] if isinstance(spec, str | int) else list(spec)
+    if not names:
+        raise UserError("forget_class is an empty list; name at least one class")
+    classes = tuple(sorted({resolve_class(c, data.classes) for c in names}))
+    forget_idx = np.flatnonzero(np.isin(data.y_train.numpy(), classes))
+    if len(forget_idx) == 0:
+        raise UserError(f"forget set is empty: no training samples of {names}")
+    return classes, forget_idx
+
+
+def random_share(data: ImageDataset, fraction: float, within: object, seed: int) -> np.ndarray:
+    if not 0.0 < fraction < 1.0:
+        raise UserError(f"forget_fraction must be strictly between 0 and 1, got {fraction}")
+    pool = np.arange(data.num_train)
+    if within is not None:
+        pool = np.flatnonzero(data.y_train.numpy() == resolve_class(within, data.classes))
+    count = int(round(fraction * len(pool)))
+    if count < 1 or count >= data.num_train:
+        raise UserError(f"forget_fraction={fraction} selects {count} of {len(pool)} samples")
+    return np.sort(np.random.default_rng(seed).choice(pool, size=count, replace=False))
+
+
+def positions_of(data: ImageDataset, ids: Sequence) -> np.ndarray:
+    """Training positions of the requested ids; unknown ids are an error, repeats a warning."""
+    position = {str(i): p for p, i in enumerate(data.ids())}
+    wanted = [str(i).strip() for i in ids]
+    unknown = [i for i in wanted if i not in position]
+    if unknown:
+        shown = ", ".join(unknown[:5]) + (", ..." if len(unknown) > 5 else "")
+        raise UserError(f"{len(unknown)} id(s) of the forget list are not training samples of "
+                        f"{data.name}: {shown}")  # fmt: skip
+    if not wanted:
+        raise UserError("the forget list is empty")
+    unique = list(dict.fromkeys(wanted))
+    if len(unique) < len(wanted):
+        log.warning("the forget list names %d id(s) more than once; each is forgotten once",
+                    len(wanted) - len(unique))  # fmt: skip
+    return np.sort(np.array([position[i] for i in unique], dtype=np.int64))

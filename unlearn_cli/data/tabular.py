@@ -64,4 +64,5 @@ def tabular_dataset(cfg: DictConfig, train_idx, test_idx, x, y, classes) -> Imag
         y_train=torch.as_tensor(y[train_idx]),
         x_test=to_rows(x_test).contiguous(),
         y_test=torch.as_tensor(y[test_idx]),
+        train_ids=tuple(int(i) for i in train_idx),
     )
