@@ -57,3 +57,29 @@ def run_cli(tmp_path: Path):
         return proc
 
     return run
+
+
+def retrain_inputs(cfg, data, split):
+    """Every input batch the retrain method feeds its model, stacked as rows; and its context."""
+    import torch
+
+    from unlearn_cli.methods import METHODS, UnlearnContext
+    from unlearn_cli.models import build_model
+
+    seen: list = []
+
+    def fresh():
+        model = build_model(cfg.model, data.input_shape, data.num_classes, seed=0)
+        model.register_forward_pre_hook(lambda _m, args: seen.append(args[0].detach().clone()))
+        return model
+
+    ctx = UnlearnContext(cfg.method, cfg.model.train, torch.device("cpu"), 0, fresh)
+    METHODS.get("retrain")(fresh(), split, ctx)
+    return torch.cat(seen).flatten(1), ctx
+
+
+def min_distance(a, b):
+    """Smallest exact Euclidean distance from each row of `a` to the rows of `b`."""
+    import torch
+
+    return torch.cdist(a.flatten(1), b, compute_mode="donot_use_mm_for_euclid_dist").min(dim=1)[0]

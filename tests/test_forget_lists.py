@@ -12,10 +12,8 @@ import torch
 from unlearn_cli.data import load_dataset, make_split
 from unlearn_cli.data.forget_list import read_forget_list
 from unlearn_cli.errors import UserError
-from unlearn_cli.methods import METHODS, UnlearnContext
-from unlearn_cli.models import build_model
 
-from .conftest import TINY
+from .conftest import TINY, min_distance, retrain_inputs
 
 
 @pytest.fixture
@@ -33,20 +31,8 @@ def test_forget_list_removes_exactly_the_listed_samples(make_cfg, data, tmp_path
     assert split.describe()["forget_ids"] == request and split.tag == "list-request"
     assert split.scenario == "random" and len(split.retain_idx) == data.num_train - 3
 
-    cfg = make_cfg(*TINY)
-    seen: list[torch.Tensor] = []
-
-    def fresh():
-        model = build_model(cfg.model, data.input_shape, data.num_classes, seed=0)
-        model.register_forward_pre_hook(lambda _m, a: seen.append(a[0].detach().clone()))
-        return model
-
-    ctx = UnlearnContext(cfg.method, cfg.model.train, torch.device("cpu"), 0, fresh)
-    METHODS.get("retrain")(fresh(), split, ctx)
-    inputs = torch.cat(seen).flatten(1)
-    distance = torch.cdist(split.forget[0].flatten(1), inputs,
-                           compute_mode="donot_use_mm_for_euclid_dist")  # fmt: skip
-    assert distance.min() > 1e-3  # the retrained model never saw a listed sample
+    inputs, _ = retrain_inputs(make_cfg(*TINY), data, split)
+    assert min_distance(split.forget[0], inputs).min() > 1e-3  # never saw a listed sample
 
 
 def test_unknown_ids_are_listed(data):

@@ -13,11 +13,9 @@ from safetensors.torch import load_file
 from unlearn_cli.data import load_dataset, make_split
 from unlearn_cli.device import resolve_device
 from unlearn_cli.errors import UserError
-from unlearn_cli.methods import METHODS, UnlearnContext
-from unlearn_cli.models import build_model
 from unlearn_cli.run import run_experiment
 
-from .conftest import TINY
+from .conftest import TINY, min_distance, retrain_inputs
 
 EXACT = "donot_use_mm_for_euclid_dist"
 
@@ -26,23 +24,9 @@ def test_retrain_never_sees_a_forget_sample(make_cfg, tmp_path):
     cfg = make_cfg(*TINY)
     data = load_dataset(cfg.dataset, tmp_path)
     split = make_split(data, None, 0.2, None, seed=0)
-    seen: list[torch.Tensor] = []
-
-    def fresh():
-        model = build_model(cfg.model, data.input_shape, data.num_classes, seed=0)
-        model.register_forward_pre_hook(lambda _m, args: seen.append(args[0].detach().clone()))
-        return model
-
-    ctx = UnlearnContext(cfg.method, cfg.model.train, torch.device("cpu"), 0, fresh)
-    METHODS.get("retrain")(fresh(), split, ctx)
-    inputs = torch.cat(seen).flatten(1)
-    forget_x, retain_x = split.forget[0].flatten(1), split.retain[0].flatten(1)
-    assert (
-        torch.cdist(forget_x, inputs, compute_mode=EXACT).min() > 1e-3
-    )  # no forget image was ever fed in
-    assert (
-        torch.cdist(retain_x, inputs, compute_mode=EXACT).min(dim=1).values.max() < 1e-5
-    )  # every retain one was
+    inputs, ctx = retrain_inputs(cfg, data, split)
+    assert min_distance(split.forget[0], inputs).min() > 1e-3  # no forget image was fed in
+    assert min_distance(split.retain[0], inputs).max() < 1e-5  # every retain image was
     assert ctx.metrics["train_seconds"] > 0
 
 
