@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ from sklearn.model_selection import train_test_split
 
 from unlearn_cli.data import animal_mnist as animal_mnist_files
 from unlearn_cli.data.dataset import ImageDataset, from_arrays
+from unlearn_cli.data.imagefolder import load_folder
 from unlearn_cli.data.tabular import BUNDLED, load_table, tabular_dataset
 from unlearn_cli.registry import Registry
 
@@ -60,6 +62,14 @@ def synthetic(cfg: DictConfig, cache_dir: Path) -> ImageDataset:
     train_idx, test_idx = stratified_split(labels, cfg.test_size)
     classes = tuple(f"class{c}" for c in range(k))
     return from_arrays("synthetic", classes, images, labels, train_idx, test_idx)
+
+
+@DATASETS.register("imagefolder")
+def imagefolder(cfg: DictConfig, cache_dir: Path) -> ImageDataset:
+    images, labels, classes, ids, fixed = load_folder(cfg)
+    train_idx, test_idx = fixed if fixed is not None else stratified_split(labels, cfg.test_size)
+    data = from_arrays("imagefolder", classes, images, labels, train_idx, test_idx, 255.0)
+    return replace(data, train_ids=tuple(ids[i] for i in train_idx))
 
 
 def tabular(cfg: DictConfig, cache_dir: Path) -> ImageDataset:
