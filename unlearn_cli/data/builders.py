@@ -13,6 +13,7 @@ from sklearn.model_selection import train_test_split
 from unlearn_cli.data import animal_mnist as animal_mnist_files
 from unlearn_cli.data.dataset import ImageDataset, from_arrays
 from unlearn_cli.data.imagefolder import load_folder
+from unlearn_cli.data.public import load_public
 from unlearn_cli.data.tabular import BUNDLED, load_table, tabular_dataset
 from unlearn_cli.registry import Registry
 
@@ -70,6 +71,18 @@ def imagefolder(cfg: DictConfig, cache_dir: Path) -> ImageDataset:
     train_idx, test_idx = fixed if fixed is not None else stratified_split(labels, cfg.test_size)
     data = from_arrays("imagefolder", classes, images, labels, train_idx, test_idx, 255.0)
     return replace(data, train_ids=tuple(ids[i] for i in train_idx))
+
+
+def public(cfg: DictConfig, cache_dir: Path) -> ImageDataset:
+    (x_train, y_train), (x_test, y_test), classes = load_public(cfg)
+    images, labels = np.concatenate([x_train, x_test]), np.concatenate([y_train, y_test])
+    n = len(y_train)
+    train_idx, test_idx = np.arange(n), np.arange(n, n + len(y_test))
+    return from_arrays(cfg.name, classes, images, labels, train_idx, test_idx, 255.0)
+
+
+for _name in ("cifar10", "cifar100", "mnist", "fashion_mnist"):
+    DATASETS.register(_name)(public)
 
 
 def tabular(cfg: DictConfig, cache_dir: Path) -> ImageDataset:
