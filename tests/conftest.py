@@ -8,8 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hydra import compose, initialize_config_module
+from PIL import Image
 
 import unlearn_cli.cli  # noqa: F401  (registers the forget_tag resolver used by the configs)
 
@@ -83,3 +85,25 @@ def min_distance(a, b):
     import torch
 
     return torch.cdist(a.flatten(1), b, compute_mode="donot_use_mm_for_euclid_dist").min(dim=1)[0]
+
+
+COLOURS = {"cat": (200, 40, 40), "dog": (40, 200, 40), "elephant": (40, 40, 200)}
+
+
+def write_image_folder(root, per_class=15, broken=True, split=False):
+    rng = np.random.default_rng(0)
+    for name, colour in COLOURS.items():
+        for i in range(per_class):
+            sub = root / (("train" if i < per_class - 3 else "test") if split else "") / name
+            sub.mkdir(parents=True, exist_ok=True)
+            pixels = np.clip(np.array(colour) + rng.normal(0, 20, (12, 12, 3)), 0, 255)
+            Image.fromarray(pixels.astype(np.uint8), "RGB").save(sub / f"{name}{i}.png")
+    if broken:
+        (root / "cat" / "broken.png").write_bytes(b"not a png at all")
+    return root
+
+
+@pytest.fixture
+def make_folder():
+    """Writes root/<cat|dog|elephant>/<name><i>.png (tiny coloured noise), plus one broken file."""
+    return write_image_folder

@@ -5,30 +5,15 @@ from __future__ import annotations
 import json
 import logging
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from unlearn_cli.data import load_dataset
 from unlearn_cli.errors import UserError
 
-COLOURS = {"cat": (200, 40, 40), "dog": (40, 200, 40), "elephant": (40, 40, 200)}
+CLASSES = ("cat", "dog", "elephant")  # the folders `make_folder` (conftest) writes
 
 
-def make_folder(root, per_class=15, broken=True, split=False):
-    rng = np.random.default_rng(0)
-    for name, colour in COLOURS.items():
-        for i in range(per_class):
-            sub = root / (("train" if i < per_class - 3 else "test") if split else "") / name
-            sub.mkdir(parents=True, exist_ok=True)
-            pixels = np.clip(np.array(colour) + rng.normal(0, 20, (12, 12, 3)), 0, 255)
-            Image.fromarray(pixels.astype(np.uint8), "RGB").save(sub / f"{name}{i}.png")
-    if broken:
-        (root / "cat" / "broken.png").write_bytes(b"not a png at all")
-    return root
-
-
-def test_folder_loads_with_ids_and_skips_broken_images(make_cfg, tmp_path, caplog):
+def test_folder_loads_with_ids_and_skips_broken_images(make_cfg, tmp_path, caplog, make_folder):
     root = make_folder(tmp_path / "animals")
     cfg = make_cfg("dataset=imagefolder", f"dataset.root={root}", "dataset.image_size=8")
     with caplog.at_level(logging.WARNING):
@@ -36,10 +21,10 @@ def test_folder_loads_with_ids_and_skips_broken_images(make_cfg, tmp_path, caplo
     assert "skipped 1 unreadable image(s): broken.png" in caplog.text
     assert data.classes == ("cat", "dog", "elephant") and data.input_shape == (3, 8, 8)
     assert data.num_train + len(data.y_test) == 45
-    assert all(i.split("/")[0] in COLOURS for i in data.ids())
+    assert all(i.split("/")[0] in CLASSES for i in data.ids())
 
 
-def test_train_and_test_folders_are_the_split(make_cfg, tmp_path):
+def test_train_and_test_folders_are_the_split(make_cfg, tmp_path, make_folder):
     root = make_folder(tmp_path / "animals", broken=False, split=True)
     cfg = make_cfg("dataset=imagefolder", f"dataset.root={root}", "dataset.channels=1")
     data = load_dataset(cfg.dataset, "unused")
@@ -48,7 +33,7 @@ def test_train_and_test_folders_are_the_split(make_cfg, tmp_path):
 
 
 @pytest.mark.parametrize("problem", ["missing", "empty_class", "no_classes"])
-def test_bad_folders_are_clear_errors(make_cfg, tmp_path, problem):
+def test_bad_folders_are_clear_errors(make_cfg, tmp_path, problem, make_folder):
     root = tmp_path / "animals"
     if problem == "empty_class":
         make_folder(root, broken=False)
@@ -62,7 +47,7 @@ def test_bad_folders_are_clear_errors(make_cfg, tmp_path, problem):
         load_dataset(cfg.dataset, "unused")
 
 
-def test_cli_resnet18_on_a_png_folder(run_cli, tmp_path):
+def test_cli_resnet18_on_a_png_folder(run_cli, tmp_path, make_folder):
     """The issue's acceptance command on a generated folder (tiny images, one epoch)."""
     root = make_folder(tmp_path / "animals")
     run_cli("run", "dataset=imagefolder", f"dataset.root={root}", "forget_class=elephant",

@@ -51,6 +51,7 @@ def test_cifar10_python_batches(make_cfg, tmp_path):
     data = load_dataset(cfg.dataset, tmp_path)
     assert data.input_shape == (3, 32, 32) and data.classes[3] == "cat"
     assert data.num_train == 60 and len(data.y_test) == 12
+    assert data.feed.augment == ("crop", "flip")  # CIFAR trains with the usual light augmentation
 
 
 def test_cifar_checksums_refuse_files_that_are_not_the_published_ones(make_cfg, tmp_path):
@@ -83,6 +84,7 @@ def test_mnist_idx_files(make_cfg, tmp_path, name, folder):
     write_mnist(tmp_path, folder)
     data = load_dataset(make_cfg(f"dataset={name}", f"dataset.root={tmp_path}").dataset, tmp_path)
     assert data.input_shape == (1, 28, 28) and data.num_train == 40 and len(data.y_test) == 10
+    assert "crop" in data.feed.augment and ("flip" in data.feed.augment) == (name != "mnist")
 
 
 def test_missing_files_without_download_name_the_folder(make_cfg, tmp_path):

@@ -16,6 +16,7 @@ from torch import nn
 from unlearn_cli.cache import ModelCache
 from unlearn_cli.console import out_console
 from unlearn_cli.data import ForgetSplit, load_dataset
+from unlearn_cli.data.builders import dataset_key
 from unlearn_cli.data.spec import forget_tag_of, split_from_config
 from unlearn_cli.device import resolve_device
 from unlearn_cli.evaluation.evaluate import evaluate_models
@@ -91,14 +92,15 @@ def build_models(
 
     def train_original() -> nn.Module:
         model = fresh()
-        train_classifier(model, data.x_train, data.y_train, train_cfg, device, cfg.seed, "original")
+        train_classifier(model, data.x_train, data.y_train, train_cfg, device, cfg.seed,
+                         "original", feed=data.feed)  # fmt: skip
         return model
 
     def context() -> UnlearnContext:
         return UnlearnContext(cfg.method, train_cfg, device, cfg.seed, fresh)
 
     base_key = {
-        "dataset": OmegaConf.to_container(cfg.dataset, resolve=True),
+        "dataset": dataset_key(cfg.dataset),
         "model": OmegaConf.to_container(cfg.model, resolve=True),
         "seed": cfg.seed,
         "device_type": device.type,

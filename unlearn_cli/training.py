@@ -1,7 +1,7 @@
-"""Supervised training on in-memory tensors: the loop that builds original and retrained models.
+"""Supervised training: the loop that builds original, retrained, shadow and SISA models.
 
-Methods reuse `make_optimizer`, `make_scheduler` and `minibatches` so every loop in the project
-shares one notion of the training config.
+Methods reuse `make_optimizer` and `make_scheduler` so every loop in the project shares one notion
+of the training config; batches come from `data.feed.batch_stream` (in memory or streamed).
 """
 
 from __future__ import annotations
@@ -9,15 +9,17 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import nn
 
 from unlearn_cli.console import progress_bar
+from unlearn_cli.data.feed import IN_MEMORY, TrainingFeed, augment_batch, batch_stream
 from unlearn_cli.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -51,20 +53,6 @@ def make_scheduler(
     if name == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total_steps)
     raise ValueError(f"unknown schedule {name!r}; use one of {SCHEDULES}")
-
-
-def minibatches(
-    x: torch.Tensor, y: torch.Tensor, batch_size: int, generator: torch.Generator | None
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Shuffled (when a generator is given) slices of tensors that already sit on the device."""
-    n = len(y)
-    if generator is None:
-        order = torch.arange(n, device=y.device)
-    else:
-        order = torch.randperm(n, generator=generator).to(y.device)
-    for start in range(0, n, batch_size):
-        idx = order[start : start + batch_size]
-        yield x[idx], y[idx]
 
 
 @dataclass
@@ -110,24 +98,38 @@ def train_classifier(
     device: torch.device,
     seed: int,
     description: str,
+    rows: np.ndarray | None = None,
+    feed: TrainingFeed = IN_MEMORY,
 ) -> TrainResult:
-    """Train `model` in place with cross-entropy under the training config `cfg`."""
+    """Train `model` in place with cross-entropy under the training config `cfg`.
+
+    On the `rows` of (x, y) (all if None), fed and augmented as the dataset's `feed` says.
+    """
     if cfg.optimizer == "lbfgs":
+        if rows is not None:
+            x, y = x[torch.as_tensor(rows)], y[torch.as_tensor(rows)]
         return train_full_batch_lbfgs(model, x, y, cfg, device, description)
     start = time.perf_counter()
     model.to(device).train()
-    x, y = x.to(device), y.to(device)
-    steps_per_epoch = math.ceil(len(y) / cfg.batch_size)
+    if not feed.stream:  # in memory: select the rows and move them to the device once
+        if rows is not None:
+            x, y, rows = x[torch.as_tensor(rows)], y[torch.as_tensor(rows)], None
+        x, y = x.to(device), y.to(device)
+    n = len(y) if rows is None else len(rows)
+    steps_per_epoch = math.ceil(n / cfg.batch_size)
     optimizer = make_optimizer(
         model.parameters(), cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum
     )
     scheduler = make_scheduler(optimizer, cfg.schedule, cfg.lr, cfg.epochs * steps_per_epoch)
     generator = torch.Generator().manual_seed(seed)
+    # Augmentation draws from its own stream: turning it on never changes the batch order.
+    augment_generator = torch.Generator().manual_seed(seed + 1)
     loss_value = float("nan")
     with progress_bar(description, total=cfg.epochs) as bar:
         for epoch in range(cfg.epochs):
             total, count = torch.zeros((), device=device), 0
-            for xb, yb in minibatches(x, y, cfg.batch_size, generator):
+            for xb, yb in batch_stream(x, y, cfg.batch_size, generator, device, feed, rows):
+                xb = augment_batch(xb, feed.augment, augment_generator)
                 optimizer.zero_grad(set_to_none=True)
                 loss = F.cross_entropy(model(xb), yb)
                 loss.backward()

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig
 
 from unlearn_cli.data import DATASETS
+from unlearn_cli.data.feed import AUGMENTATIONS
 from unlearn_cli.errors import UserError
 from unlearn_cli.methods import METHODS
 from unlearn_cli.models import MODELS
@@ -64,6 +65,30 @@ def validate_method_cfg(method: DictConfig) -> None:
             )
 
 
+def validate_dataset_cfg(dataset: DictConfig) -> None:
+    """The loading options several datasets share (augmentation, storage, loader workers)."""
+    augment = dataset.get("augment") or []
+    require(
+        isinstance(augment, ListConfig | list) and all(a in AUGMENTATIONS for a in augment),
+        f"dataset.augment must be a list of {', '.join(AUGMENTATIONS)}, got {augment!r}",
+    )
+    if "storage" in dataset:
+        require(
+            dataset.storage in ("auto", "memory", "disk"),
+            f"dataset.storage must be auto, memory or disk, got {dataset.storage!r}",
+        )
+        require(
+            is_number(dataset.memory_limit_mb) and dataset.memory_limit_mb > 0,
+            f"dataset.memory_limit_mb must be > 0, got {dataset.memory_limit_mb!r}",
+        )
+    workers = dataset.get("workers", "auto")
+    require(
+        workers == "auto" or (isinstance(workers, int) and not isinstance(workers, bool)
+                              and workers >= 0),
+        f"dataset.workers must be auto or a whole number >= 0, got {workers!r}",
+    )  # fmt: skip
+
+
 def validate_config(cfg: DictConfig) -> None:
     """Raise UserError with one clear line for the first problem found."""
     DATASETS.get(cfg.dataset.name)
@@ -83,6 +108,7 @@ def validate_config(cfg: DictConfig) -> None:
             f"forget_fraction must be a number strictly between 0 and 1, "
             f"got {cfg.forget_fraction!r}",
         )
+    validate_dataset_cfg(cfg.dataset)
     validate_train_cfg(cfg.model.train, "model.train")
     validate_method_cfg(cfg.method)
     require(

@@ -7,12 +7,15 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from sklearn.model_selection import train_test_split
 
 from unlearn_cli.data import animal_mnist as animal_mnist_files
+from unlearn_cli.data import disk_store
 from unlearn_cli.data.dataset import ImageDataset, from_arrays
-from unlearn_cli.data.imagefolder import load_folder
+from unlearn_cli.data.disk_store import decoded_bytes
+from unlearn_cli.data.feed import TrainingFeed, default_workers
+from unlearn_cli.data.imagefolder import Listing, list_folder, load_folder
 from unlearn_cli.data.public import load_public
 from unlearn_cli.data.tabular import BUNDLED, load_table, tabular_dataset
 from unlearn_cli.registry import Registry
@@ -65,12 +68,40 @@ def synthetic(cfg: DictConfig, cache_dir: Path) -> ImageDataset:
     return from_arrays("synthetic", classes, images, labels, train_idx, test_idx)
 
 
+def loader_workers(cfg: DictConfig) -> int:
+    workers = cfg.get("workers", "auto")
+    return default_workers() if workers == "auto" else int(workers)
+
+
+def augmentations(cfg: DictConfig) -> tuple[str, ...]:
+    return tuple(cfg.get("augment") or ())
+
+
+def use_disk(cfg: DictConfig, listing: Listing) -> bool:
+    if cfg.storage == "auto":
+        return decoded_bytes(cfg, listing) > float(cfg.memory_limit_mb) * 2**20
+    return cfg.storage == "disk"
+
+
 @DATASETS.register("imagefolder")
 def imagefolder(cfg: DictConfig, cache_dir: Path) -> ImageDataset:
-    images, labels, classes, ids, fixed = load_folder(cfg)
-    train_idx, test_idx = fixed if fixed is not None else stratified_split(labels, cfg.test_size)
-    data = from_arrays("imagefolder", classes, images, labels, train_idx, test_idx, 255.0)
-    return replace(data, train_ids=tuple(ids[i] for i in train_idx))
+    listing = list_folder(cfg)
+    workers = loader_workers(cfg)
+
+    def split_rule(kept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if listing.is_train is None:
+            return stratified_split(listing.labels[kept], cfg.test_size)
+        return np.flatnonzero(listing.is_train[kept]), np.flatnonzero(~listing.is_train[kept])
+
+    if use_disk(cfg, listing):
+        return disk_store.load_or_build(
+            cfg, listing, cache_dir, workers, split_rule, augmentations(cfg)
+        )
+    images, labels, ids, kept = load_folder(cfg, listing, workers)
+    train_idx, test_idx = split_rule(np.asarray(kept))
+    data = from_arrays("imagefolder", listing.classes, images, labels, train_idx, test_idx, 255.0)
+    return replace(data, train_ids=tuple(ids[i] for i in train_idx),
+                   feed=TrainingFeed(augment=augmentations(cfg)))  # fmt: skip
 
 
 def public(cfg: DictConfig, cache_dir: Path) -> ImageDataset:
@@ -78,7 +109,8 @@ def public(cfg: DictConfig, cache_dir: Path) -> ImageDataset:
     images, labels = np.concatenate([x_train, x_test]), np.concatenate([y_train, y_test])
     n = len(y_train)
     train_idx, test_idx = np.arange(n), np.arange(n, n + len(y_test))
-    return from_arrays(cfg.name, classes, images, labels, train_idx, test_idx, 255.0)
+    data = from_arrays(cfg.name, classes, images, labels, train_idx, test_idx, 255.0)
+    return replace(data, feed=TrainingFeed(augment=augmentations(cfg)))
 
 
 for _name in ("cifar10", "cifar100", "mnist", "fashion_mnist"):
@@ -94,6 +126,17 @@ def tabular(cfg: DictConfig, cache_dir: Path) -> ImageDataset:
 
 for _table in (*BUNDLED, "csv"):  # `dataset=tabular dataset.name=<table>`
     DATASETS.register(_table)(tabular)
+
+
+# Options that change how data is loaded, never what is loaded: left out of model cache keys, so
+# streaming a folder (or using more workers) reuses the models trained in memory.
+LOADING_ONLY = ("storage", "memory_limit_mb", "workers")
+
+
+def dataset_key(cfg: DictConfig) -> dict:
+    """The dataset config as it enters model cache keys."""
+    data = OmegaConf.to_container(cfg, resolve=True)
+    return {k: v for k, v in data.items() if k not in LOADING_ONLY}
 
 
 def load_dataset(cfg: DictConfig, cache_dir: Path | str) -> ImageDataset:

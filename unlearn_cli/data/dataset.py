@@ -7,12 +7,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from unlearn_cli.data.feed import TrainingFeed
+
 
 @dataclass(frozen=True)
 class ImageDataset:
     """Images as normalised float32 NCHW tensors with int64 labels, split into train and test.
 
     Small datasets live in memory as tensors: batches are slices, with no per-sample loader cost.
+    Large image folders are memory-mapped files (`disk_store`) and `feed.stream` is set.
     """
 
     name: str
@@ -29,6 +32,8 @@ class ImageDataset:
     # The id of each training row as a deletion request names it (the row's index in the full
     # dataset, or a file path); empty means "position in the training set".
     train_ids: tuple = ()
+    # How training batches are delivered and augmented (in memory and unaugmented by default).
+    feed: TrainingFeed = TrainingFeed()
 
     @property
     def num_classes(self) -> int:

@@ -1,6 +1,7 @@
 """imagefolder: your own images, laid out as root/<class>/<image> (e.g. animals/elephant/1.jpg).
 
-Images are decoded with PIL, converted to grayscale or RGB, resized and held in memory. A root
+Images are decoded with PIL by DataLoader workers, converted to grayscale or RGB and resized;
+small folders are held in memory, large ones go to a memory-mapped store (`disk_store`). A root
 with train/ and test/ subfolders uses them as the split; otherwise a fixed stratified split is
 drawn. Unreadable images are skipped with one warning that lists them. Sample ids (for forget
 lists) are paths relative to the root, such as `elephant/1.jpg` or `train/elephant/1.jpg`.
@@ -9,13 +10,17 @@ lists) are paths relative to the root, such as `elephant/1.jpg` or `train/elepha
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from omegaconf import DictConfig
 from PIL import Image, UnidentifiedImageError
+from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
+from unlearn_cli.console import progress_bar
 from unlearn_cli.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -45,31 +50,72 @@ def scan(root: Path) -> tuple[list[Path], list[int], tuple[str, ...]]:
     return paths, labels, tuple(f.name for f in folders)
 
 
-def decode(paths: list[Path], size: int, channels: int) -> tuple[np.ndarray, list[int]]:
-    """(n, C, size, size) uint8 array of the readable images and the indices that were read."""
-    mode = "L" if channels == 1 else "RGB"
-    arrays, kept, broken = [], [], []
-    for i, path in enumerate(paths):
+class _DecodeFiles(Dataset):
+    """One image file -> (index, (C, size, size) uint8 array), or (index, None) if unreadable."""
+
+    def __init__(self, paths: list[Path], size: int, channels: int) -> None:
+        self.paths, self.size, self.mode = paths, size, "L" if channels == 1 else "RGB"
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[int, np.ndarray | None]:
         try:
-            with Image.open(path) as img:
-                arr = np.asarray(img.convert(mode).resize((size, size)), dtype=np.uint8)
+            with Image.open(self.paths[i]) as img:
+                arr = np.asarray(img.convert(self.mode).resize((self.size, self.size)), np.uint8)
         except (OSError, UnidentifiedImageError, ValueError):
-            broken.append(path.name)
-            continue
-        arrays.append(arr.reshape(size, size, -1).transpose(2, 0, 1))
-        kept.append(i)
+            return i, None
+        return i, arr.reshape(self.size, self.size, -1).transpose(2, 0, 1)
+
+
+def _as_list(batch):  # module level so worker processes can pickle it
+    return batch
+
+
+def decoded_images(
+    paths: list[Path], size: int, channels: int, workers: int
+) -> Iterator[tuple[int, np.ndarray]]:
+    """(index, uint8 image) of every readable file, decoded by `workers` DataLoader workers.
+
+    Unreadable files are skipped and listed in one warning at the end; none readable is an error.
+    """
+    loader = DataLoader(_DecodeFiles(paths, size, channels), batch_size=64,
+                        num_workers=workers, collate_fn=_as_list)  # fmt: skip
+    broken, read = [], 0
+    with progress_bar("decoding images", total=len(paths)) as bar:
+        for batch in loader:
+            for i, arr in batch:
+                if arr is None:
+                    broken.append(paths[i].name)
+                else:
+                    read += 1
+                    yield i, arr
+            bar.advance(len(batch))
     if broken:
         shown = ", ".join(broken[:10]) + (
             f" and {len(broken) - 10} more" if len(broken) > 10 else ""
         )
         log.warning("skipped %d unreadable image(s): %s", len(broken), shown)
-    if not arrays:
+    if not read:
         raise UserError("no readable images were found")
-    return np.stack(arrays), kept
 
 
-def load_folder(cfg: DictConfig):
-    """Images, labels, class names, sample ids and (train, test) index arrays or None."""
+@dataclass(frozen=True)
+class Listing:
+    """The image files of a folder, before decoding."""
+
+    root: Path
+    paths: list[Path]
+    labels: np.ndarray
+    classes: tuple[str, ...]
+    is_train: np.ndarray | None  # from train/ and test/ subfolders, else None
+
+    def ids(self, kept: Sequence[int]) -> list[str]:
+        return [str(self.paths[i].relative_to(self.root)) for i in kept]
+
+
+def list_folder(cfg: DictConfig) -> Listing:
+    """Check the root and list its images; no image is opened yet."""
     if cfg.root is None:
         raise UserError("dataset=imagefolder needs dataset.root=<folder of class folders>")
     root = Path(str(cfg.root)).expanduser()
@@ -80,14 +126,16 @@ def load_folder(cfg: DictConfig):
         (tr_paths, tr_labels, classes), (te_paths, te_labels, te_classes) = map(scan, parts)
         if te_classes != classes:
             raise UserError(f"{root}/train and {root}/test have different class folders")
-        paths, labels = tr_paths + te_paths, tr_labels + te_labels
         is_train = np.array([True] * len(tr_paths) + [False] * len(te_paths))
-    else:
-        paths, labels, classes = scan(root)
-        is_train = None
-    images, kept = decode(paths, int(cfg.image_size), int(cfg.channels))
-    labels_kept = np.asarray(labels)[kept]
-    ids = [str(paths[i].relative_to(root)) for i in kept]
-    fixed = None if is_train is None else (np.flatnonzero(is_train[kept]),
-                                           np.flatnonzero(~is_train[kept]))  # fmt: skip
-    return images, labels_kept, classes, ids, fixed
+        return Listing(root, tr_paths + te_paths, np.asarray(tr_labels + te_labels), classes,
+                       is_train)  # fmt: skip
+    paths, labels, classes = scan(root)
+    return Listing(root, paths, np.asarray(labels), classes, None)
+
+
+def load_folder(cfg: DictConfig, listing: Listing, workers: int):
+    """Decode every image into memory: images, labels, sample ids, kept file indices."""
+    pairs = list(decoded_images(listing.paths, int(cfg.image_size), int(cfg.channels), workers))
+    kept = [i for i, _ in pairs]
+    images = np.stack([arr for _, arr in pairs])
+    return images, listing.labels[kept], listing.ids(kept), kept

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from unlearn_cli.cache import ModelCache
+from unlearn_cli.data.builders import dataset_key
 from unlearn_cli.data.split import ForgetSplit
 from unlearn_cli.evaluation.competition import logit_scaled_confidence
 from unlearn_cli.evaluation.metrics import predict_logits
@@ -50,11 +51,12 @@ def shadow_phis(cfg: DictConfig, split: ForgetSplit, device: torch.device) -> tu
 
         def train(k: int = k, idx: torch.Tensor = idx) -> nn.Module:
             model = fresh(k)
-            train_classifier(model, data.x_train[idx], data.y_train[idx], cfg.model.train,
-                             device, lira.seed + k, f"shadow {k + 1}/{len(members)}")  # fmt: skip
+            train_classifier(model, data.x_train, data.y_train, cfg.model.train, device,
+                             lira.seed + k, f"shadow {k + 1}/{len(members)}", rows=idx.numpy(),
+                             feed=data.feed)  # fmt: skip
             return model
 
-        key = {"dataset": OmegaConf.to_container(cfg.dataset, resolve=True),
+        key = {"dataset": dataset_key(cfg.dataset),
                "model": OmegaConf.to_container(cfg.model, resolve=True),
                "shadow": k, "shadows_seed": lira.seed, "device_type": device.type}  # fmt: skip
         shadow = cache.get_or_train("shadow", key, fresh, train).model.to(device)

@@ -27,6 +27,7 @@ from unlearn_cli.methods.common import (
     DivergenceGuard,
     endless_batches,
     forget_and_retain_batches,
+    retain_batches,
     start_finetuning,
 )
 
@@ -41,13 +42,15 @@ def discriminator(num_classes: int) -> nn.Module:
     )  # fmt: skip
 
 
-def reference_images(split: ForgetSplit, choice: str) -> torch.Tensor:
+def reference_batches(split: ForgetSplit, choice: str, device, batch_size: int, gen):
+    """Endless batches of reference images (their labels are never used)."""
     if choice == "auto":
         choice = "retain" if split.scenario == "class" else "heldout"
     if choice == "retain":
-        return split.retain[0]
+        return retain_batches(split, device, batch_size, gen)
     if choice == "heldout":
-        return split.data.x_test  # images only: the test labels are never used
+        data = split.data
+        return endless_batches(data.x_test.to(device), data.y_test.to(device), batch_size, gen)
     raise ValueError(f"method.reference must be auto, retain or heldout, not {choice!r}")
 
 
@@ -76,8 +79,7 @@ def adversarial(model: nn.Module, split: ForgetSplit, ctx: UnlearnContext) -> nn
     scheds = [torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=total) for o in (opt_d, opt_g)]
     gen = torch.Generator().manual_seed(ctx.seed)
     forget, retain = forget_and_retain_batches(split, device, cfg.batch_size, gen)
-    ref_x = reference_images(split, cfg.reference).to(device)
-    reference = endless_batches(ref_x, torch.zeros(len(ref_x), device=device), cfg.batch_size, gen)
+    reference = reference_batches(split, cfg.reference, device, cfg.batch_size, gen)
     # The discriminator outputs the probability that an output vector is forget-like ("fake").
     guard, real, fake = DivergenceGuard(model), 0.0, 1.0
     bce = F.binary_cross_entropy_with_logits

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from unlearn_cli.data.feed import batch_stream
 from unlearn_cli.data.split import ForgetSplit
 from unlearn_cli.evaluation.metrics import accuracy, predict_logits
 
@@ -39,12 +40,17 @@ def forget_target(model: nn.Module, split: ForgetSplit, device: torch.device, ta
 def endless_batches(
     x: torch.Tensor, y: torch.Tensor, batch_size: int, generator: torch.Generator
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Shuffled mini-batches that never run out (a fresh permutation on every pass)."""
-    while True:
-        order = torch.randperm(len(y), generator=generator).to(y.device)
-        for start in range(0, len(y), batch_size):
-            idx = order[start : start + batch_size]
-            yield x[idx], y[idx]
+    """Shuffled mini-batches of in-memory tensors that never run out (fresh order every pass)."""
+    return batch_stream(x, y, batch_size, generator, y.device, endless=True)
+
+
+def retain_batches(
+    split: ForgetSplit, device: torch.device, batch_size: int, generator: torch.Generator
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Endless retain batches on the device, streamed from disk when the dataset is."""
+    data = split.data
+    return batch_stream(data.x_train, data.y_train, batch_size, generator, device, data.feed,
+                        rows=split.retain_idx, endless=True)  # fmt: skip
 
 
 def is_finite_model(model: nn.Module) -> bool:
@@ -93,5 +99,4 @@ def forget_and_retain_batches(
 ) -> tuple[Iterator, Iterator]:
     """Endless shuffled batch streams over the forget and the retain set, on the device."""
     forget = endless_batches(*(t.to(device) for t in split.forget), batch_size, generator)
-    retain = endless_batches(*(t.to(device) for t in split.retain), batch_size, generator)
-    return forget, retain
+    return forget, retain_batches(split, device, batch_size, generator)

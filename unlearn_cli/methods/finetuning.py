@@ -33,7 +33,9 @@ class EwcPenalty:
     """
 
     def __init__(self, model: nn.Module, split: ForgetSplit, ctx: UnlearnContext) -> None:
-        x, y = subsample(*split.retain, ctx.cfg.ewc_samples, ctx.seed)
+        x, y = subsample(
+            split.data.x_train, split.data.y_train, ctx.cfg.ewc_samples, ctx.seed, split.retain_idx
+        )
         self.fisher = diagonal_fisher(model, x, y, ctx.device)
         self.anchor = {n: p.detach().clone() for n, p in model.named_parameters()}
         self.strength = float(ctx.cfg.ewc_lambda)

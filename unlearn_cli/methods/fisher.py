@@ -34,7 +34,9 @@ def noise_variance(p: torch.Tensor, fisher: torch.Tensor, cfg, is_head: bool) ->
 def fisher(model: nn.Module, split: ForgetSplit, ctx: UnlearnContext) -> nn.Module:
     cfg, device = ctx.cfg, ctx.device
     model.to(device)
-    x, y = subsample(*split.retain, cfg.fisher_samples, ctx.seed)
+    x, y = subsample(
+        split.data.x_train, split.data.y_train, cfg.fisher_samples, ctx.seed, split.retain_idx
+    )
     with torch.enable_grad():
         info = diagonal_fisher(model, x, y, device)
     gen = torch.Generator(device=device).manual_seed(ctx.seed)

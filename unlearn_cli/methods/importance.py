@@ -15,11 +15,14 @@ from torch.func import functional_call, grad, vmap
 from unlearn_cli.evaluation.metrics import eval_mode
 
 
-def subsample(x: torch.Tensor, y: torch.Tensor, limit: int | None, seed: int):
-    if limit is None or len(y) <= limit:
-        return x, y
-    pick = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))[:limit]
-    return x[pick], y[pick]
+def subsample(x: torch.Tensor, y: torch.Tensor, limit: int | None, seed: int, rows=None):
+    """At most `limit` random rows of (x, y) (of its `rows` if given), gathering only those."""
+    rows = torch.arange(len(y)) if rows is None else torch.as_tensor(rows)
+    if limit is not None and len(rows) > limit:
+        rows = rows[
+            torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed))[:limit]
+        ]
+    return x[rows], y[rows]
 
 
 def diagonal_fisher(

@@ -13,7 +13,10 @@ from unlearn_cli.training import train_classifier
 def retrain(model: nn.Module, split: ForgetSplit, ctx: UnlearnContext) -> nn.Module:
     """Ignore the trained `model`; train a fresh one on retain samples only."""
     fresh = ctx.fresh_model()
-    x, y = split.retain
-    result = train_classifier(fresh, x, y, ctx.train_cfg, ctx.device, ctx.seed, "retrain")
+    data = split.data
+    result = train_classifier(
+        fresh, data.x_train, data.y_train, ctx.train_cfg, ctx.device, ctx.seed, "retrain",
+        rows=split.retain_idx, feed=data.feed,
+    )  # fmt: skip
     ctx.metrics["train_seconds"] = result.seconds
     return fresh

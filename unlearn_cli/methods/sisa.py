@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from unlearn_cli.data.feed import IN_MEMORY, TrainingFeed
 from unlearn_cli.data.split import ForgetSplit
 from unlearn_cli.methods.base import METHODS, UnlearnContext
 from unlearn_cli.training import train_classifier
@@ -55,8 +56,9 @@ class SisaTrainer:
         shards: int,
         slices: int,
         removed: Iterable[int] = (),
+        feed: TrainingFeed = IN_MEMORY,
     ) -> None:
-        self.fresh_model, self.x, self.y = fresh_model, x, y
+        self.fresh_model, self.x, self.y, self.feed = fresh_model, x, y, feed
         self.train_cfg, self.device, self.seed = train_cfg, device, seed
         order = np.random.default_rng(seed).permutation(len(y))
         # slice_members[k][r]: training indices of slice r of shard k (fixed for good)
@@ -98,12 +100,13 @@ class SisaTrainer:
         slices = self.slice_members[shard]
         for r in range(from_slice, len(slices)):
             seen = np.concatenate(slices[: r + 1])
-            keep = torch.as_tensor([i for i in seen.tolist() if i not in self.removed])
+            keep = np.array([i for i in seen.tolist() if i not in self.removed], dtype=np.int64)
             if len(keep):
                 train_classifier(
-                    model, self.x[keep], self.y[keep], self.train_cfg, self.device,
+                    model, self.x, self.y, self.train_cfg, self.device,
                     seed=self.seed * 10_000 + shard * 100 + r,
                     description=f"sisa shard {shard + 1}/{len(self.members)} slice {r + 1}",
+                    rows=keep, feed=self.feed,
                 )  # fmt: skip
             state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
             self.checkpoints[shard].append(state)
@@ -123,7 +126,7 @@ def sisa(model: nn.Module, split: ForgetSplit, ctx: UnlearnContext) -> nn.Module
     start = time.perf_counter()
     trainer = SisaTrainer(
         ctx.fresh_model, split.data.x_train, split.data.y_train, slice_train_cfg(ctx),
-        ctx.device, ctx.seed, cfg.shards, cfg.slices,
+        ctx.device, ctx.seed, cfg.shards, cfg.slices, feed=split.data.feed,
     ).fit()  # fmt: skip
     setup = time.perf_counter() - start
     ctx.untimed_seconds += setup
