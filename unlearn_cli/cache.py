@@ -3,6 +3,9 @@
 Entries live in `<cache_dir>/models/<kind>-<hash>/` as `model.safetensors` + `model.json` (the key
 parts, the weights' sha256 and the training time). An entry is built in a temp folder and renamed
 into place, so a half-written entry is never visible; the sha256 is checked on every load.
+
+Parallel sweep jobs share the cache: a miss takes a file lock per entry (`.locks/<kind>-<hash>.lock`), so
+exactly one process trains a model while the others wait for it and then load it.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from filelock import FileLock, Timeout
 from torch import nn
 
 from unlearn_cli.errors import UserError
@@ -62,25 +66,46 @@ class ModelCache:
         what producing the model cost.
         """
         entry = self.entry_dir(kind, parts)
-        weights = entry / "model.safetensors"
-        if weights.is_file():
-            try:
-                meta = read_metadata(weights)
-                model = load_checkpoint(fresh_model(), weights, sha256=meta["sha256"])
-                log.info("cache hit: %s model from %s", kind, entry)
-                return CachedModel(model, float(meta["train_seconds"]), True, entry)
-            except (UserError, OSError, KeyError, ValueError) as exc:
-                log.warning("cache entry %s is unusable (%s); retraining", entry, exc)
-                shutil.rmtree(entry, ignore_errors=True)
-        log.info("cache miss: training the %s model (entry %s)", kind, entry.name)
-        start = time.perf_counter()
-        model = make()
-        seconds = time.perf_counter() - start
-        self._store(entry, model, {"kind": kind, "parts": parts, "train_seconds": seconds})
+        cached = self._load(kind, entry, fresh_model)
+        if cached is not None:
+            return cached
+        locks = self.root / ".locks"
+        locks.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(locks / f"{entry.name}.lock")  # released by the OS if its holder dies
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            log.info("another process is training the %s model (%s); waiting", kind, entry.name)
+            lock.acquire()
+        try:
+            cached = self._load(kind, entry, fresh_model)  # another process may have trained it
+            if cached is not None:
+                return cached
+            log.info("cache miss: training the %s model (entry %s)", kind, entry.name)
+            start = time.perf_counter()
+            model = make()
+            seconds = time.perf_counter() - start
+            self._store(entry, model, {"kind": kind, "parts": parts, "train_seconds": seconds})
+        finally:
+            lock.release()
         return CachedModel(model, seconds, False, entry)
 
+    def _load(self, kind: str, entry: Path, fresh_model) -> CachedModel | None:
+        """The stored model, or None when there is no entry (an unusable one is removed)."""
+        weights = entry / "model.safetensors"
+        if not weights.is_file():
+            return None
+        try:
+            meta = read_metadata(weights)
+            model = load_checkpoint(fresh_model(), weights, sha256=meta["sha256"])
+        except (UserError, OSError, KeyError, ValueError) as exc:
+            log.warning("cache entry %s is unusable (%s); retraining", entry, exc)
+            shutil.rmtree(entry, ignore_errors=True)
+            return None
+        log.info("cache hit: %s model from %s", kind, entry)
+        return CachedModel(model, float(meta["train_seconds"]), True, entry)
+
     def _store(self, entry: Path, model: nn.Module, metadata: dict) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=self.root))
         try:
             save_checkpoint(model, tmp / "model.safetensors", metadata)

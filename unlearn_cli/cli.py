@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 import sys
 from importlib.resources import files
@@ -95,7 +96,7 @@ def check_group_choices(args: list[str]) -> None:
 
 
 @hydra.main(config_path="configs", config_name="config", version_base="1.3")
-def hydra_run(cfg: DictConfig) -> float | None:
+def hydra_run(cfg: DictConfig) -> float:
     from unlearn_cli.run import run_experiment  # heavy imports only once Hydra has parsed argv
 
     hydra_cfg = HydraConfig.get()
@@ -109,13 +110,14 @@ def hydra_run(cfg: DictConfig) -> float | None:
             print(f"unlearn: error: {exc}", file=sys.stderr)
             sys.exit(exc.exit_code)
         mark_failed(cfg, run_dir, exc)
-        return None
+        return math.inf  # the worst objective: a sweeper (Optuna) moves on from it
     except Exception as exc:
         if not multirun:
             raise
         log.exception("job %s failed", run_dir.name)
         mark_failed(cfg, run_dir, exc)
-        return None
+        return math.inf
+    # The objective a sweeper (e.g. sweep=optuna_<method>) minimises.
     return result["models"]["unlearned"]["avg_gap"]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 import torch
@@ -26,3 +27,22 @@ def resolve_device(spec: str) -> torch.device:
             f"device={spec}: this machine has {torch.cuda.device_count()} CUDA device(s)"
         )
     return torch.device("cuda", index)
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity, e.g. a Slurm or container limit)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def resolve_threads(spec) -> int:
+    """`threads: auto` follows the available cores, or OMP_NUM_THREADS when a launcher set it
+    (joblib gives each parallel job its share of the cores that way)."""
+    if spec != "auto":
+        if not isinstance(spec, int) or isinstance(spec, bool) or spec < 1:
+            raise UserError(f"threads must be auto or a whole number >= 1, got {spec!r}")
+        return spec
+    omp = os.environ.get("OMP_NUM_THREADS", "")
+    return int(omp) if omp.isdigit() and int(omp) > 0 else available_cores()

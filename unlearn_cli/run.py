@@ -18,7 +18,7 @@ from unlearn_cli.console import out_console
 from unlearn_cli.data import ForgetSplit, load_dataset
 from unlearn_cli.data.builders import dataset_key
 from unlearn_cli.data.spec import forget_tag_of, split_from_config
-from unlearn_cli.device import resolve_device
+from unlearn_cli.device import resolve_device, resolve_threads
 from unlearn_cli.evaluation.evaluate import evaluate_models
 from unlearn_cli.evaluation.lira import add_lira
 from unlearn_cli.evaluation.plots import confidence_histograms, per_class_accuracy_plot
@@ -43,6 +43,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path | str) -> dict:
     run_dir = Path(run_dir)
     validate_config(cfg)
     device = resolve_device(cfg.device)
+    torch.set_num_threads(resolve_threads(cfg.threads))
     seed_everything(cfg.seed)
     tag = forget_tag_of(cfg)
     data = load_dataset(cfg.dataset, cfg.cache_dir)

@@ -21,6 +21,7 @@ from torch import nn
 from unlearn_cli.console import progress_bar
 from unlearn_cli.data.feed import IN_MEMORY, TrainingFeed, augment_batch, batch_stream
 from unlearn_cli.registry import Registry
+from unlearn_cli.speed import autocast, finish_training, prepare_batch, speed_of, training_module
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +112,8 @@ def train_classifier(
         return train_full_batch_lbfgs(model, x, y, cfg, device, description)
     start = time.perf_counter()
     model.to(device).train()
+    speed = speed_of(cfg, model, device)
+    net = training_module(model, speed)
     if not feed.stream:  # in memory: select the rows and move them to the device once
         if rows is not None:
             x, y, rows = x[torch.as_tensor(rows)], y[torch.as_tensor(rows)], None
@@ -129,9 +132,10 @@ def train_classifier(
         for epoch in range(cfg.epochs):
             total, count = torch.zeros((), device=device), 0
             for xb, yb in batch_stream(x, y, cfg.batch_size, generator, device, feed, rows):
-                xb = augment_batch(xb, feed.augment, augment_generator)
+                xb = prepare_batch(augment_batch(xb, feed.augment, augment_generator), speed)
                 optimizer.zero_grad(set_to_none=True)
-                loss = F.cross_entropy(model(xb), yb)
+                with autocast(speed, device):
+                    loss = F.cross_entropy(net(xb), yb)
                 loss.backward()
                 optimizer.step()
                 scheduler.step()
@@ -140,6 +144,7 @@ def train_classifier(
             loss_value = total.item() / max(count, 1)
             bar.advance(status=f"loss {loss_value:.4f}")
             log.debug("%s epoch %d/%d loss %.4f", description, epoch + 1, cfg.epochs, loss_value)
+    finish_training(model, speed)
     model.eval()
     seconds = time.perf_counter() - start
     log.info(

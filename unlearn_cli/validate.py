@@ -36,6 +36,14 @@ def validate_train_cfg(train: DictConfig, where: str) -> None:
         f"{where}.weight_decay must be >= 0, got {train.weight_decay!r}",
     )
     OPTIMIZERS.get(train.optimizer)
+    for key in ("amp", "channels_last"):
+        value = train.get(key, "auto")
+        require(value in ("auto", True, False) and value is not None,
+                f"{where}.{key} must be auto, true or false, got {value!r}")  # fmt: skip
+    compile_opt = train.get("compile", False)
+    require(compile_opt is True or compile_opt is False or isinstance(compile_opt, str),
+            f"{where}.compile must be false, true or a torch.compile backend name, "
+            f"got {compile_opt!r}")  # fmt: skip
     require(
         train.schedule in SCHEDULES,
         f"{where}.schedule must be one of {', '.join(SCHEDULES)}, got {train.schedule!r}",
