@@ -6,7 +6,7 @@ PIP := $(BIN)/python -m pip
 # Reinstall whenever the project's dependencies change.
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench bench-loop clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,11 @@ bench: install
 	$(BIN)/unlearn run -m sweep=bench $(ARGS)
 	$(BIN)/unlearn report --bench "$$(ls -td outputs/bench/*/ | head -n 1)" \
 		--markdown BENCHMARKS.md --csv benchmarks.csv
+	$(MAKE) bench-loop
+
+# Our training loop vs a hand-written PyTorch loop (images/s); updates its BENCHMARKS.md section.
+bench-loop: install
+	$(BIN)/python -m unlearn_cli.bench --markdown BENCHMARKS.md $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

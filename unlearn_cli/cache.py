@@ -4,8 +4,9 @@ Entries live in `<cache_dir>/models/<kind>-<hash>/` as `model.safetensors` + `mo
 parts, the weights' sha256 and the training time). An entry is built in a temp folder and renamed
 into place, so a half-written entry is never visible; the sha256 is checked on every load.
 
-Parallel sweep jobs share the cache: a miss takes a file lock per entry (`.locks/<kind>-<hash>.lock`), so
-exactly one process trains a model while the others wait for it and then load it.
+Parallel sweep jobs share the cache: a miss takes a file lock per entry
+(`.locks/<kind>-<hash>.lock`), so exactly one process trains a model while the others wait for it
+and then load it.
 """
 
 from __future__ import annotations

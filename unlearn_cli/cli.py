@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import difflib
+import fnmatch
+import importlib.util
 import logging
 import math
+import re
 import shutil
 import sys
 from importlib.resources import files
@@ -12,6 +16,7 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import OverrideParseException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
@@ -40,7 +45,7 @@ examples:
   unlearn audit --methods influence,ssd --models 8 forget_fraction=0.1
 """
 
-CONFIG_GROUPS = ("dataset", "model", "method", "evaluation")
+CONFIG_GROUPS = ("dataset", "model", "method", "evaluation", "experiment", "sweep")
 # Hydra flags whose next argument is their value, not an override.
 FLAGS_WITH_VALUE = {
     "--cfg",
@@ -58,6 +63,19 @@ FLAGS_WITH_VALUE = {
     "--experimental-rerun",
 }
 
+# Presets that need an optional Hydra plugin: (module to import, the extra that installs it).
+PLUGIN_PRESETS = {
+    ("hydra/launcher", "parallel"): ("hydra_plugins.hydra_joblib_launcher", "parallel"),
+    ("hydra/launcher", "joblib"): ("hydra_plugins.hydra_joblib_launcher", "parallel"),
+    ("hydra/launcher", "slurm"): ("hydra_plugins.hydra_submitit_launcher", "slurm"),
+    ("hydra/launcher", "submitit_slurm"): ("hydra_plugins.hydra_submitit_launcher", "slurm"),
+    ("hydra/launcher", "submitit_local"): ("hydra_plugins.hydra_submitit_launcher", "slurm"),
+    ("hydra/launcher", "ray_cluster"): ("hydra_plugins.hydra_ray_launcher", "ray"),
+    ("hydra/launcher", "ray"): ("hydra_plugins.hydra_ray_launcher", "ray"),
+    ("hydra/sweeper", "optuna"): ("hydra_plugins.hydra_optuna_sweeper", "tune"),
+    ("sweep", "optuna_*"): ("hydra_plugins.hydra_optuna_sweeper", "tune"),
+}
+
 OmegaConf.register_new_resolver("forget_tag", forget_tag, replace=True)
 
 
@@ -66,22 +84,41 @@ def group_options(group: str) -> list[str]:
     return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
-def check_group_choices(args: list[str]) -> None:
-    """Fail with "did you mean" on an unknown dataset/model/method/evaluation name."""
-    candidates, skip = [], False
+INFO_TOPICS = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
+
+
+def override_args(args: list[str]) -> list[str]:
+    """The key=value overrides among the command-line arguments (not flags or their values)."""
+    candidates, skip, previous = [], False, ""
     for arg in args:
         if skip:
             skip = False
         elif arg in FLAGS_WITH_VALUE:
             skip = True
-        elif not arg.startswith("-") and "=" in arg:
-            candidates.append(arg)
+        elif not arg.startswith("-"):
+            if "=" not in arg and not (previous == "--info" and arg in INFO_TOPICS):
+                raise UserError(f"'{arg}' is not an override: write key=value (e.g. seed=1)")
+            if "=" in arg:
+                candidates.append(arg)
+        previous = arg
+    return candidates
+
+
+def check_overrides(args: list[str]) -> None:
+    """Reject bad overrides with one line before Hydra starts: malformed syntax, unknown group
+    names ("did you mean"), presets whose plugin is missing, unknown keys, wrong value types."""
+    candidates = override_args(args)
     try:
         overrides = OverridesParser.create().parse_overrides(candidates)
-    except Exception:  # noqa: BLE001 - Hydra reports malformed overrides itself
-        return
+    except OverrideParseException as exc:
+        raise UserError(f"cannot parse the override: {first_line(exc)}") from None
+    multirun = any(a in ("-m", "--multirun") for a in args)
     for override in overrides:
         group = override.key_or_group
+        if override.is_sweep_override() and not multirun:
+            raise UserError(f"{override.input_line} is a sweep: add -m to run one job per value "
+                            "(a list is written [a,b])")  # fmt: skip
+        check_plugin(group, override)
         if group not in CONFIG_GROUPS or override.is_delete():
             continue
         values = (
@@ -93,6 +130,72 @@ def check_group_choices(args: list[str]) -> None:
         for value in values:
             if value not in options:
                 raise unknown_choice(group, value, options)
+    compose_first_job(overrides)
+
+
+def first_line(exc: Exception) -> str:
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def compose_first_job(overrides) -> None:
+    """Compose the config of the first job (first value of each sweep) to catch unknown keys."""
+    from hydra import compose, initialize_config_module
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    first = []
+    for override in overrides:
+        key = override.input_line.split("=", 1)[0]
+        if key.lstrip("+~").startswith("hydra"):
+            continue  # Hydra's own settings: its launcher/sweeper checks them
+        if override.is_sweep_override():
+            if not override.is_discrete_sweep():
+                continue  # ranges and intervals are for the Optuna sweeper to sample
+            first.append(f"{key}={next(iter(override.sweep_string_iterator()))}")
+        else:
+            first.append(override.input_line)
+    try:
+        with initialize_config_module("unlearn_cli.configs", version_base="1.3"):
+            compose("config", overrides=first)
+    except (HydraException, OmegaConfBaseException) as exc:
+        message = first_line(exc)
+        match = re.match(r"Could not override '([^']+)'", message)
+        if match:
+            raise unknown_key(match.group(1)) from None
+        raise UserError(message) from None
+
+
+def unknown_key(key: str) -> UserError:
+    """An override of a key the config does not have, with the closest existing key."""
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module("unlearn_cli.configs", version_base="1.3"):
+        base = OmegaConf.to_container(compose("config"), resolve=False)
+    known = list(dotted_keys(base))
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    hint = f" Did you mean '{close[0]}'?" if close else f" (to add a new key: +{key}=...)"
+    return UserError(f"unknown option '{key}'.{hint}")
+
+
+def dotted_keys(node, prefix: str = ""):
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from dotted_keys(v, f"{prefix}{k}.")
+    else:
+        yield prefix.rstrip(".")
+
+
+def check_plugin(group: str, override) -> None:
+    """Name the extra to install when a preset's Hydra plugin is missing (not Hydra's trace)."""
+    if override.is_delete() or override.is_sweep_override():
+        return
+    value = override.get_value_element_as_str()
+    for (preset_group, pattern), (module, extra) in PLUGIN_PRESETS.items():
+        matches = group == preset_group and fnmatch.fnmatch(value, pattern)
+        if matches and importlib.util.find_spec(module) is None:
+            raise UserError(f"{group}={value} needs a Hydra plugin that is not installed: "
+                            f"pip install 'unlearn-cli[{extra}]'")  # fmt: skip
 
 
 @hydra.main(config_path="configs", config_name="config", version_base="1.3")
@@ -124,8 +227,18 @@ def hydra_run(cfg: DictConfig) -> float:
 def discard_unstarted_run(run_dir: Path) -> None:
     """Remove the folder Hydra made for a run rejected before it began (no metrics.json)."""
     if not (run_dir / "metrics.json").exists():
-        logging.shutdown()  # close unlearn.log before its folder goes
+        detach_file_logs(run_dir)  # close unlearn.log before its folder goes
         shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def detach_file_logs(folder: Path) -> None:
+    """Close and remove the log handlers that write into `folder`."""
+    for logger in (logging.getLogger(), *logging.Logger.manager.loggerDict.values()):
+        for handler in list(getattr(logger, "handlers", [])):
+            name = getattr(handler, "baseFilename", None)
+            if name and Path(name).resolve().is_relative_to(folder.resolve()):
+                handler.close()
+                logger.removeHandler(handler)
 
 
 def mark_failed(cfg: DictConfig, run_dir: Path, exc: Exception) -> None:
@@ -143,7 +256,7 @@ def mark_failed(cfg: DictConfig, run_dir: Path, exc: Exception) -> None:
 def run_command(args: list[str]) -> int:
     from unlearn_cli.evaluation import sweep
 
-    check_group_choices(args)
+    check_overrides(args)
     sys.argv = ["unlearn run", *args]
     hydra_run()
     return 1 if sweep.last_sweep_failed else 0
@@ -200,7 +313,7 @@ def audit_command(args: list[str]) -> int:
     opts = parser.parse_args(args)
     if opts.models < 2:
         raise UserError(f"--models must be at least 2, got {opts.models}")
-    check_group_choices(opts.overrides)
+    check_overrides(opts.overrides)
     with initialize_config_module("unlearn_cli.configs", version_base="1.3"):
         cfg = compose("config", overrides=opts.overrides)
     logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[make_log_handler()])
