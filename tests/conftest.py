@@ -107,3 +107,21 @@ def write_image_folder(root, per_class=15, broken=True, split=False):
 def make_folder():
     """Writes root/<cat|dog|elephant>/<name><i>.png (tiny coloured noise), plus one broken file."""
     return write_image_folder
+
+
+@pytest.fixture
+def unlearn_here(tmp_path, monkeypatch, capfd):
+    """Run `unlearn ARGS` in-process inside tmp_path: (exit code, stdout, stderr)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["unlearn"])
+
+    def run(*args: str) -> tuple[int, str, str]:
+        capfd.readouterr()
+        try:
+            code = unlearn_cli.cli.main(list(args))
+        except SystemExit as exc:
+            code = exc.code
+        out, err = capfd.readouterr()
+        return code, out, err
+
+    return run

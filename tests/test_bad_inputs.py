@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
 
-from unlearn_cli.cli import main
 from unlearn_cli.models.checkpoint import file_sha256, save_checkpoint
 
 from .conftest import TINY
@@ -120,24 +118,6 @@ if not torch.cuda.is_available():
 if importlib.util.find_spec("hydra_plugins.hydra_ray_launcher") is None:
     RUN_CASES.append((["run", "-m", "hydra/launcher=ray_cluster", *TINY],
                       "pip install 'unlearn-cli[ray]'", no_setup))  # fmt: skip
-
-
-@pytest.fixture
-def unlearn_here(tmp_path, monkeypatch, capfd):
-    """Run `unlearn ARGS` in-process inside tmp_path: (exit code, stdout, stderr)."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "argv", ["unlearn"])
-
-    def run(*args: str) -> tuple[int, str, str]:
-        capfd.readouterr()
-        try:
-            code = main(list(args))
-        except SystemExit as exc:
-            code = exc.code
-        out, err = capfd.readouterr()
-        return code, out, err
-
-    return run
 
 
 def assert_clean_failure(code, err: str, message: str, root: Path) -> None:

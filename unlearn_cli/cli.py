@@ -9,6 +9,7 @@ import logging
 import math
 import re
 import shutil
+import signal
 import sys
 from importlib.resources import files
 from pathlib import Path
@@ -23,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from unlearn_cli import __version__
 from unlearn_cli.data import forget_tag
 from unlearn_cli.data.spec import forget_tag_of
-from unlearn_cli.errors import UserError
+from unlearn_cli.errors import TrainingDiverged, UserError
 from unlearn_cli.record import RunRecord
 from unlearn_cli.registry import unknown_choice
 
@@ -220,6 +221,12 @@ def hydra_run(cfg: DictConfig) -> float:
         log.exception("job %s failed", run_dir.name)
         mark_failed(cfg, run_dir, exc)
         return math.inf
+    if result["status"] == "diverged":
+        if not multirun:
+            print(f"unlearn: error: {cfg.method.name} diverged (non-finite loss or weights); "
+                  f"the run in {run_dir} holds its last good weights", file=sys.stderr)  # fmt: skip
+            sys.exit(TrainingDiverged.exit_code)
+        return math.inf
     # The objective a sweeper (e.g. sweep=optuna_<method>) minimises.
     return result["models"]["unlearned"]["avg_gap"]
 
@@ -349,6 +356,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unlearn-cli {__version__}")
         return 0
     command, rest = argv[0], argv[1:]
+    # A kill (SIGTERM) ends a run like Ctrl-C: metrics.json says "interrupted", no torn files.
+    signal.signal(signal.SIGTERM, interrupt)
     try:
         if command == "run":
             return run_command(rest)
@@ -362,6 +371,14 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"unlearn: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except KeyboardInterrupt:
+        print("unlearn: interrupted; finished cache entries are kept, rerun to resume",
+              file=sys.stderr)  # fmt: skip
+        return 130
+
+
+def interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

@@ -5,3 +5,9 @@ class UserError(Exception):
     """A problem with the user's input (config, names, files) that is knowable before any work."""
 
     exit_code = 2
+
+
+class TrainingDiverged(UserError):
+    """Training produced a non-finite loss: nothing it made is kept or cached (exit code 3)."""
+
+    exit_code = 3

@@ -19,11 +19,14 @@ from unlearn_cli.data import ForgetSplit, load_dataset
 from unlearn_cli.data.builders import dataset_key
 from unlearn_cli.data.spec import forget_tag_of, split_from_config
 from unlearn_cli.device import resolve_device, resolve_threads
+from unlearn_cli.errors import TrainingDiverged
 from unlearn_cli.evaluation.evaluate import evaluate_models
 from unlearn_cli.evaluation.lira import add_lira
+from unlearn_cli.evaluation.metrics import predict_logits
 from unlearn_cli.evaluation.plots import confidence_histograms, per_class_accuracy_plot
 from unlearn_cli.evaluation.tables import metrics_by_model_table, models_frame, write_csv
 from unlearn_cli.methods import METHODS, UnlearnContext
+from unlearn_cli.methods.common import is_finite_model
 from unlearn_cli.models import build_model, save_checkpoint
 from unlearn_cli.record import RunRecord
 from unlearn_cli.training import train_classifier
@@ -70,9 +73,16 @@ def run_experiment(cfg: DictConfig, run_dir: Path | str) -> dict:
         if cfg.evaluation.plots:
             write_plots(run_dir / "plots", details, confidences, split, cfg.method.name)
         write_outputs(run_dir, models["unlearned"], rows, cfg, split)
-        record.finish("completed", models=rows, method_metrics=method_metrics, **details)
+        status = "diverged" if method_metrics.get("diverged") else "completed"
+        if status == "diverged":
+            log.warning("%s diverged: the unlearned model is its last good weights; the result "
+                        "is not trustworthy", cfg.method.name)  # fmt: skip
+        record.finish(status, models=rows, method_metrics=method_metrics, **details)
     except KeyboardInterrupt:
         record.finish("interrupted")
+        raise
+    except TrainingDiverged as exc:
+        record.finish("diverged", error=str(exc))
         raise
     except Exception as exc:
         record.finish("failed", error=f"{type(exc).__name__}: {exc}")
@@ -126,11 +136,27 @@ def build_models(
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds = time.perf_counter() - start - ctx.untimed_seconds
+        if not gives_finite_outputs(unlearned, split, device):
+            # The method left NaN/inf weights or outputs that its own guard (if any) did not
+            # catch: the last good weights are the original's.
+            log.warning("%s left non-finite weights or outputs; keeping the original model's",
+                        cfg.method.name)  # fmt: skip
+            unlearned = copy.deepcopy(original.model).to(device)
+            ctx.metrics["diverged"] = True
     log.info("%s took %.2fs (retrain: %.2fs)", cfg.method.name, seconds, reference.train_seconds)
     models = {"original": original.model, "retrain": reference.model, "unlearned": unlearned}
     costs = {"original": None, "retrain": reference.train_seconds, "unlearned": seconds}
     cache_info = {"original_hit": original.hit, "retrain_hit": reference.hit}
     return {k: m.to(device) for k, m in models.items()}, costs, {**ctx.metrics, **cache_info}
+
+
+def gives_finite_outputs(model: nn.Module, split: ForgetSplit, device: torch.device) -> bool:
+    """Finite weights, and finite logits on a probe of forget and retain samples."""
+    if not is_finite_model(model):
+        return False
+    probe = np.concatenate([split.forget_idx[:256], split.retain_idx[:256]])
+    x = split.data.x_train[torch.as_tensor(probe)]
+    return bool(torch.isfinite(predict_logits(model, x, device, 512)).all())
 
 
 def write_plots(folder: Path, details: dict, confidences: dict, split: ForgetSplit,

@@ -20,6 +20,7 @@ from torch import nn
 
 from unlearn_cli.console import progress_bar
 from unlearn_cli.data.feed import IN_MEMORY, TrainingFeed, augment_batch, batch_stream
+from unlearn_cli.errors import TrainingDiverged
 from unlearn_cli.registry import Registry
 from unlearn_cli.speed import autocast, finish_training, prepare_batch, speed_of, training_module
 
@@ -82,8 +83,11 @@ def train_full_batch_lbfgs(
 
     loss = torch.tensor(float("nan"))
     with progress_bar(description, total=cfg.epochs) as bar:
-        for _ in range(cfg.epochs):
+        for epoch in range(cfg.epochs):
             loss = optimizer.step(closure).detach()
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(f"L-BFGS on the {description} model diverged in step "
+                                       f"{epoch + 1}; raise model.train.weight_decay")  # fmt: skip
             bar.advance(status=f"objective {float(loss):.6f}")
     model.eval()
     seconds = time.perf_counter() - start
@@ -142,6 +146,11 @@ def train_classifier(
                 total += loss.detach() * len(yb)  # summed on device: no sync per step
                 count += len(yb)
             loss_value = total.item() / max(count, 1)
+            if not math.isfinite(loss_value):
+                raise TrainingDiverged(
+                    f"training the {description} model diverged in epoch {epoch + 1} (loss "
+                    f"{loss_value}); lower model.train.lr"
+                )
             bar.advance(status=f"loss {loss_value:.4f}")
             log.debug("%s epoch %d/%d loss %.4f", description, epoch + 1, cfg.epochs, loss_value)
     finish_training(model, speed)
