@@ -12,7 +12,6 @@ arithmetic. The result replaces the marked section of BENCHMARKS.md (or is appen
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -22,11 +21,11 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_module
 from omegaconf import DictConfig, OmegaConf
 
-from unlearn_cli import __version__
 from unlearn_cli.atomic import atomic_write_text
 from unlearn_cli.data import load_dataset
 from unlearn_cli.data.feed import TrainingFeed
 from unlearn_cli.device import resolve_device, resolve_threads
+from unlearn_cli.evaluation.report import machine_description
 from unlearn_cli.models import build_model
 from unlearn_cli.training import make_optimizer, make_scheduler, train_classifier
 
@@ -90,20 +89,6 @@ def measure(cfg: DictConfig, device: torch.device, repeats: int) -> dict:
     return {"rates": rates, "images": images, "data": data, "train": train}
 
 
-def machine(device: torch.device) -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpu = f", GPU {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
-    versions = f"Python {platform.python_version()}, torch {torch.__version__}, unlearn-cli"
-    return f"{cpu}, {torch.get_num_threads()} torch threads{gpu}; {versions} {__version__}"
-
-
 def markdown(result: dict, cfg: DictConfig, device: torch.device, repeats: int) -> str:
     rates, data, train = result["rates"], result["data"], result["train"]
     medians = {name: statistics.median(r) for name, r in rates.items()}
@@ -118,7 +103,7 @@ def markdown(result: dict, cfg: DictConfig, device: torch.device, repeats: int) 
         f"`{data.name}` ({data.num_train} training images), {train.epochs} epochs per "
         f"measurement, batch {train.batch_size}, {train.optimizer} + {train.schedule}, device "
         f"`{device}`; the loops are interleaved, {repeats} repetitions each, after one warm-up.",
-        f"Machine: {machine(device)}.",
+        f"Machine: {machine_description()}; {torch.get_num_threads()} torch threads.",
         "",
         "| loop | images/s (median) | min | max |",
         "|---|---:|---:|---:|",

@@ -46,7 +46,9 @@ examples:
   unlearn audit --methods influence,ssd --models 8 forget_fraction=0.1
 """
 
-CONFIG_GROUPS = ("dataset", "model", "method", "evaluation", "experiment", "sweep")
+CONFIG_GROUPS = ("dataset", "model", "method", "evaluation")
+# Groups whose names are checked with "did you mean" before Hydra runs (presets included).
+CHECKED_GROUPS = (*CONFIG_GROUPS, "experiment", "sweep")
 # Hydra flags whose next argument is their value, not an override.
 FLAGS_WITH_VALUE = {
     "--cfg",
@@ -120,7 +122,7 @@ def check_overrides(args: list[str]) -> None:
             raise UserError(f"{override.input_line} is a sweep: add -m to run one job per value "
                             "(a list is written [a,b])")  # fmt: skip
         check_plugin(group, override)
-        if group not in CONFIG_GROUPS or override.is_delete():
+        if group not in CHECKED_GROUPS or override.is_delete():
             continue
         values = (
             list(override.sweep_string_iterator())

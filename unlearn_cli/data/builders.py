@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
-from sklearn.model_selection import train_test_split
 
 from unlearn_cli.data import animal_mnist as animal_mnist_files
 from unlearn_cli.data import disk_store
@@ -28,6 +27,8 @@ SPLIT_SEED = 0
 
 
 def stratified_split(labels: np.ndarray, test_size: int | float) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.model_selection import train_test_split  # imported late: slow to import
+
     idx = np.arange(len(labels))
     train_idx, test_idx = train_test_split(
         idx, test_size=test_size, stratify=labels, random_state=SPLIT_SEED

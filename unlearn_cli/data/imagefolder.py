@@ -18,7 +18,6 @@ import numpy as np
 from omegaconf import DictConfig
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
-from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from unlearn_cli.console import progress_bar
 from unlearn_cli.errors import UserError
@@ -33,8 +32,14 @@ def class_folders(root: Path) -> list[Path]:
     return folders
 
 
+def image_extensions() -> tuple[str, ...]:
+    from torchvision.datasets.folder import IMG_EXTENSIONS  # imported late: slow to import
+
+    return IMG_EXTENSIONS
+
+
 def image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMG_EXTENSIONS)
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in image_extensions())
 
 
 def scan(root: Path) -> tuple[list[Path], list[int], tuple[str, ...]]:
@@ -44,7 +49,9 @@ def scan(root: Path) -> tuple[list[Path], list[int], tuple[str, ...]]:
     for label, folder in enumerate(folders):
         files = image_files(folder)
         if not files:
-            raise UserError(f"class folder {folder} has no images ({', '.join(IMG_EXTENSIONS)})")
+            raise UserError(
+                f"class folder {folder} has no images ({', '.join(image_extensions())})"
+            )
         paths += files
         labels += [label] * len(files)
     return paths, labels, tuple(f.name for f in folders)

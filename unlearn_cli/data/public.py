@@ -15,15 +15,21 @@ from pathlib import Path
 
 import numpy as np
 from omegaconf import DictConfig
-from torchvision import datasets as tv
 
 from unlearn_cli.data.animal_mnist import NumpyOnlyUnpickler
 from unlearn_cli.errors import UserError
 
 log = logging.getLogger(__name__)
 
-CIFAR = {"cifar10": tv.CIFAR10, "cifar100": tv.CIFAR100}
-MNIST = {"mnist": tv.MNIST, "fashion_mnist": tv.FashionMNIST}
+# torchvision's dataset class of each name (imported when used: it costs a second at start-up)
+CIFAR = {"cifar10": "CIFAR10", "cifar100": "CIFAR100"}
+MNIST = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
+
+
+def torchvision_dataset(class_name: str):
+    from torchvision import datasets
+
+    return getattr(datasets, class_name)
 
 
 def fetch(cls, root: Path, cfg: DictConfig, present: bool) -> None:
@@ -52,7 +58,7 @@ def md5(path: Path) -> str:
 def read_cifar(cls, root: Path, cfg: DictConfig):
     folder = root / cls.base_folder
     fetch(cls, root, cfg, all((folder / f).is_file() for f, _ in cls.train_list + cls.test_list))
-    label_key = "fine_labels" if cls is tv.CIFAR100 else "labels"
+    label_key = "fine_labels" if cls.__name__ == "CIFAR100" else "labels"
     parts = {}
     for split_name, files in (("train", cls.train_list), ("test", cls.test_list)):
         xs, ys = [], []
@@ -92,5 +98,5 @@ def load_public(cfg: DictConfig):
     """((x_train, y_train), (x_test, y_test), classes) as uint8 (N, C, H, W) / (N, H, W)."""
     root = Path(str(cfg.root)).expanduser()
     if cfg.name in CIFAR:
-        return read_cifar(CIFAR[cfg.name], root, cfg)
-    return read_mnist(MNIST[cfg.name], root, cfg)
+        return read_cifar(torchvision_dataset(CIFAR[cfg.name]), root, cfg)
+    return read_mnist(torchvision_dataset(MNIST[cfg.name]), root, cfg)

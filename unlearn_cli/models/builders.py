@@ -11,7 +11,6 @@ from collections.abc import Callable
 import torch
 from omegaconf import DictConfig
 from torch import nn
-from torchvision.models import resnet18 as tv_resnet18
 
 from unlearn_cli.registry import Registry
 
@@ -68,6 +67,8 @@ def logistic(cfg: DictConfig, shape: InputShape, num_classes: int) -> Classifier
 
 @MODELS.register("resnet18")
 def resnet18(cfg: DictConfig, shape: InputShape, num_classes: int) -> Classifier:
+    from torchvision.models import resnet18 as tv_resnet18  # imported late: slow to import
+
     net = tv_resnet18(weights=None)  # never downloads: we always train from scratch
     # Small images: a 3x3 stride-1 stem and no max-pool keep spatial detail (CIFAR-style ResNet).
     net.conv1 = nn.Conv2d(shape[0], 64, kernel_size=3, stride=1, padding=1, bias=False)
