@@ -117,6 +117,16 @@ def markdown(result: dict, cfg: DictConfig, device: torch.device, repeats: int) 
         "the augmentation/speed hooks; the hand-written loop has none of them. The streamed row "
         "is the path of image folders too big for memory (a DataLoader over memory-mapped "
         "rows); in memory it only shows what streaming costs.",
+        *(
+            []
+            if torch.cuda.is_available()
+            else [
+                "",
+                "No GPU on this machine, so no CUDA figures yet: on one, run `make bench-loop "
+                'BENCH_ARGS="--device cuda model=resnet18"` (AMP and channels_last stay off in '
+                "this comparison; the method sweep runs with `device=cuda`).",
+            ]
+        ),
         END,
     ]
     return "\n".join(lines) + "\n"
