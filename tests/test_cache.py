@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 from torch import nn
 
@@ -49,17 +50,36 @@ def test_different_parts_are_different_entries(tmp_path):
     assert len([p for p in (tmp_path / "models").iterdir() if not p.name.startswith(".")]) == 3
 
 
-def test_tampered_entry_is_retrained_not_trusted(tmp_path):
-    cache = ModelCache(tmp_path)
-    fresh, make, calls = factory()
-    entry = cache.get_or_train("original", {"seed": 0}, fresh, make).path
+def flip_last_byte(entry):
     weights = entry / "model.safetensors"
     data = bytearray(weights.read_bytes())
     data[-1] ^= 0xFF
     weights.write_bytes(bytes(data))
+
+
+def truncate(entry):
+    weights = entry / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:64])
+
+
+def drop_metadata(entry):
+    (entry / "model.json").unlink()
+
+
+def garble_metadata(entry):
+    (entry / "model.json").write_text("{not json")
+
+
+@pytest.mark.parametrize("damage", [flip_last_byte, truncate, drop_metadata, garble_metadata])
+def test_damaged_entry_is_retrained_not_trusted(tmp_path, damage):
+    cache = ModelCache(tmp_path)
+    fresh, make, calls = factory()
+    entry = cache.get_or_train("original", {"seed": 0}, fresh, make).path
+    damage(entry)
     again = cache.get_or_train("original", {"seed": 0}, fresh, make)
     assert not again.hit and calls["make"] == 2
     assert torch.all(again.model.weight == 2.0)
+    assert cache.get_or_train("original", {"seed": 0}, fresh, make).hit  # healed
 
 
 def test_no_temp_folders_left_behind(tmp_path):

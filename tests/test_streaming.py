@@ -110,6 +110,32 @@ def test_augmentation_is_a_per_sample_shift_and_flip(kinds):
     assert changed >= 8  # most samples actually moved or flipped
 
 
+def test_influence_last_layer_streams_like_in_memory(make_cfg, tmp_path, make_folder):
+    """The default influence solver computes retain features batch by batch from the store."""
+    from unlearn_cli.data.spec import split_from_config
+    from unlearn_cli.methods import METHODS
+    from unlearn_cli.methods.base import UnlearnContext
+
+    root = make_folder(tmp_path / "animals", broken=False)
+    results = []
+    for storage in ("memory", "disk"):
+        cfg = folder_cfg(make_cfg, root, storage, "method=influence", "forget_class=elephant",
+                         "model=mlp", "model.train.epochs=3")  # fmt: skip
+        data = load_dataset(cfg.dataset, tmp_path)
+        split = split_from_config(data, cfg)
+
+        def fresh(cfg=cfg, data=data):
+            return build_model(cfg.model, data.input_shape, data.num_classes, 0)
+
+        model = fresh()
+        train_classifier(model, data.x_train, data.y_train, cfg.model.train,
+                         torch.device("cpu"), 0, "t", feed=data.feed)  # fmt: skip
+        ctx = UnlearnContext(cfg.method, cfg.model.train, torch.device("cpu"), 0, fresh)
+        results.append(METHODS.get("influence")(model, split, ctx).state_dict())
+    for key, value in results[0].items():
+        assert torch.allclose(value, results[1][key], atol=1e-4)
+
+
 def test_cli_run_on_a_streamed_folder(run_cli, tmp_path, make_folder):
     """End to end on a disk store; loading options stay out of the model cache keys."""
     root = make_folder(tmp_path / "animals")

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, hessian, jvp
 
+from unlearn_cli.data.feed import batch_stream
 from unlearn_cli.data.split import ForgetSplit
 from unlearn_cli.errors import UserError
 from unlearn_cli.evaluation.metrics import eval_mode
@@ -171,13 +172,22 @@ def step_scale(cfg, split: ForgetSplit, linear: bool = False) -> float:
     return float(cfg.scale_class if split.scenario == "class" else cfg.scale_random)
 
 
-def solver_inputs(model: nn.Module, part, device: torch.device, last_layer: bool):
-    """The samples of `part` on the device; for the last-layer solver, their frozen features."""
-    x, y = (t.to(device) for t in part)
+def solver_inputs(model: nn.Module, split: ForgetSplit, rows, device: torch.device,
+                  last_layer: bool):  # fmt: skip
+    """The training samples `rows` on the device; for the last-layer solver, their frozen
+    features, computed batch by batch (streamed from disk for a large image folder)."""
+    data = split.data
     if last_layer:
+        batches = batch_stream(data.x_train, data.y_train, 1024, None, device, data.feed, rows)
         with torch.no_grad():
-            x = torch.cat([model.features(xb) for xb, _ in batched(x, y, 1024)])
-    return x, y
+            pairs = [(model.features(xb), yb) for xb, yb in batches]
+        return torch.cat([f for f, _ in pairs]), torch.cat([t for _, t in pairs])
+    if data.feed.stream:
+        size_mb = len(rows) * data.x_train[0].numel() * 4 / 2**20
+        log.warning("influence's full-network solvers gather %d streamed images (%.0f MB) in "
+                    "memory; solver=last_layer streams them", len(rows), size_mb)  # fmt: skip
+    index = torch.as_tensor(rows)
+    return data.x_train[index].to(device), data.y_train[index].to(device)
 
 
 def retain_gradient(obj: FlatObjective, theta: torch.Tensor, retain: Batches, l2: float):
@@ -194,7 +204,7 @@ def influence(model: nn.Module, split: ForgetSplit, ctx: UnlearnContext) -> nn.M
         last_layer = cfg.solver == "last_layer"
         linear = is_linear(model)
         target: nn.Module = model.head if last_layer else model
-        x, y = solver_inputs(model, split.retain, device, last_layer)
+        x, y = solver_inputs(model, split, split.retain_idx, device, last_layer)
         obj = FlatObjective(target)
         theta = obj.flat()
         retain = batched(x, y, cfg.batch_size)
@@ -205,7 +215,7 @@ def influence(model: nn.Module, split: ForgetSplit, ctx: UnlearnContext) -> nn.M
         if resolve_gradient(cfg, split, linear) == "forget":
             # Influence-function form: grad L_r(theta) assuming theta is the full optimum, from
             # the forget samples alone, so the original's own optimisation error is left alone.
-            fx, fy = solver_inputs(model, split.forget, device, last_layer)
+            fx, fy = solver_inputs(model, split, split.forget_idx, device, last_layer)
             k, n = len(fy), len(fy) + len(y)
             g_forget = mean_over(
                 batched(fx, fy, cfg.batch_size), lambda xb, yb: grad(obj.loss)(theta, xb, yb)
