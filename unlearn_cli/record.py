@@ -20,9 +20,23 @@ def now() -> str:
     return dt.datetime.now().astimezone().isoformat(timespec="seconds")
 
 
-def config_hash(cfg: DictConfig) -> str:
-    blob = json.dumps(OmegaConf.to_container(cfg, resolve=True), sort_keys=True, default=str)
+def short_hash(value: Any) -> str:
+    """16 hex digits of the sha256 of `value` as sorted-key JSON: stable across dict orders."""
+    blob = json.dumps(value, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def config_hash(cfg: DictConfig) -> str:
+    return short_hash(OmegaConf.to_container(cfg, resolve=True))
+
+
+def method_options(cfg: DictConfig) -> dict[str, Any]:
+    """The method's config node as a plain dict.
+
+    Recorded so that `unlearn report` can tell apart runs of one method with different options
+    (a tuning sweep's learning rates) instead of merging them, and name what differs.
+    """
+    return OmegaConf.to_container(cfg.method, resolve=True)
 
 
 class RunRecord:
@@ -30,6 +44,7 @@ class RunRecord:
 
     def __init__(self, run_dir: Path, cfg: DictConfig, forget_tag: str) -> None:
         self.path = Path(run_dir) / "metrics.json"
+        options = method_options(cfg)
         self.data: dict[str, Any] = {
             "status": "running",
             "started_at": now(),
@@ -41,6 +56,8 @@ class RunRecord:
                 "seed": cfg.seed,
                 "device": str(cfg.device),
                 "config_hash": config_hash(cfg),
+                "method_options": options,
+                "method_hash": short_hash(options),
             },
             "versions": {
                 "python": platform.python_version(),

@@ -2,18 +2,29 @@
 
 The untouched original model ("original (no unlearning)") and the retrained reference appear as
 rows of their own, so every method can be read against doing nothing and against the gold standard.
+A third reference row, "retrain, other seed", is the noise floor: how far retrained models of
+different seeds are from each other. Below it no method can be told from retraining, so rows whose
+mean avg_gap is at most the floor's are marked `within_floor = yes`. The floor comes from the runs'
+`retrain_other_seed` model (a retrain of seed+1 measured against the run's retrain) when they have
+one, else from every pair of seeds' retrained models (at least two seeds needed).
+
+Runs of one method with different options (a tuning sweep) stay apart: rows are keyed by the
+method's options hash too, and labelled with the options that differ, `method (lr=0.01)`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import logging
 import os
 import platform
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from rich.table import Table
@@ -21,12 +32,35 @@ from rich.table import Table
 from unlearn_cli.atomic import atomic_write_text
 from unlearn_cli.errors import UserError
 from unlearn_cli.evaluation.tables import rich_table
+from unlearn_cli.record import short_hash
 
 log = logging.getLogger(__name__)
 
-REPORT_METRICS = ("UA", "RA", "TA", "MIA", "mia_auc", "avg_gap", "time_s", "speedup")
-GROUP = ["dataset", "model", "scenario", "method"]
+REPORT_METRICS = (
+    "UA",
+    "RA",
+    "TA",
+    "MIA",
+    "mia_auc",
+    "avg_gap",
+    "time_s",
+    "speedup",
+    "cost_ratio",
+    "setup_s",
+)
+GAP_METRICS = ("UA", "RA", "TA", "MIA")  # the metrics avg_gap averages
+CELL = ["dataset", "model", "scenario"]  # one table of the report
+GROUP = [*CELL, "method"]
 ORIGINAL = "original (no unlearning)"
+FLOOR = "retrain, other seed"
+FLOOR_ROLE = "retrain_other_seed"  # model role in metrics.json
+WITHIN = "within_floor"
+REFERENCE_ROLES = {"original": ORIGINAL, "retrain": "retrain", FLOOR_ROLE: FLOOR}
+FLOOR_CAPTION = (
+    f'"{FLOOR}": the gap between retrained models of different seeds, the noise floor; '
+    f"{WITHIN} = yes where a row's mean avg_gap is at most the floor's, i.e. it cannot be told "
+    "from retraining at these seeds."
+)
 
 
 def find_metrics(paths: Iterable[Path | str]) -> list[Path]:
@@ -45,13 +79,55 @@ def find_metrics(paths: Iterable[Path | str]) -> list[Path]:
     return found
 
 
+def completed_run(file: Path) -> dict | None:
+    """The run's metrics.json data, or None (with a warning) when it did not complete."""
+    data = json.loads(file.read_text(encoding="utf-8"))
+    if data.get("status") != "completed":
+        log.warning("skipping %s: status %s", file.parent.name, data.get("status"))
+        return None
+    return data
+
+
+def method_hash_of(cfg: dict) -> str:
+    """The method options' hash; "" for runs written before it was recorded (one configuration)."""
+    if cfg.get("method_hash"):
+        return cfg["method_hash"]
+    options = cfg.get("method_options")
+    return short_hash(options) if options is not None else ""
+
+
+def role_rows(data: dict, base: dict, method_hash: str) -> Iterator[tuple[tuple, dict]]:
+    """(key, row) for each model of one run.
+
+    Reference models do not depend on the method's options, so their key has no hash and every
+    run of a seed shares them; the unlearned model's key has the hash, so configurations stay apart.
+    """
+    method = data["config"]["method"]
+    roles = dict(REFERENCE_ROLES)
+    if method != "retrain":
+        roles["unlearned"] = method
+    for role, name in roles.items():
+        metrics = data["models"].get(role)
+        if metrics is None:
+            continue  # retrain_other_seed is optional
+        own_hash = method_hash if role == "unlearned" else ""
+        key = (base["dataset"], base["model"], base["scenario"], base["seed"], name, own_hash)
+        row = {**base, "method": name, "method_hash": own_hash}
+        yield key, {**row, **{m: metrics.get(m) for m in REPORT_METRICS}}
+
+
 def per_seed_rows(files: list[Path]) -> pd.DataFrame:
-    """One row per (scenario, seed, method) from completed runs, plus original and retrain rows."""
+    """One row per (scenario, seed, method configuration) from completed runs, plus references.
+
+    A second run of the same configuration and seed (a true duplicate) is skipped with a warning
+    that names it: it used to vanish in silence.
+    """
     rows: dict[tuple, dict] = {}
+    seen: dict[tuple, Path] = {}  # the run that gave each (cell, seed, method, hash)
+    options: dict[tuple, dict | None] = {}  # (cell, method, hash) -> method options
     for file in files:
-        data = json.loads(file.read_text(encoding="utf-8"))
-        if data.get("status") != "completed":
-            log.warning("skipping %s: status %s", file.parent.name, data.get("status"))
+        data = completed_run(file)
+        if data is None:
             continue
         cfg, split = data["config"], data["split"]
         base = {
@@ -60,27 +136,141 @@ def per_seed_rows(files: list[Path]) -> pd.DataFrame:
             "seed": cfg["seed"],
             "scenario": f"{split['scenario']}: {split['tag']}",
         }
-        roles = {"original": ORIGINAL, "retrain": "retrain"}
-        if cfg["method"] != "retrain":
-            roles["unlearned"] = cfg["method"]
-        for role, method in roles.items():
-            key = (base["dataset"], base["model"], base["scenario"], base["seed"], method)
-            metrics = data["models"][role]
-            rows.setdefault(
-                key, {**base, "method": method, **{m: metrics.get(m) for m in REPORT_METRICS}}
-            )
-    return pd.DataFrame.from_records(list(rows.values()))
+        method_hash = method_hash_of(cfg)
+        cell = (base["dataset"], base["model"], base["scenario"])
+        run_key = (*cell, base["seed"], cfg["method"], method_hash)
+        if run_key in seen:
+            what = "configuration" if method_hash else "method (its options not recorded)"
+            log.warning("skipping %s: same %s and seed as %s", file, what, seen[run_key])
+            continue
+        seen[run_key] = file
+        options.setdefault((*cell, cfg["method"], method_hash), cfg.get("method_options"))
+        for key, row in role_rows(data, base, method_hash):
+            rows.setdefault(key, row)
+    frame = pd.DataFrame.from_records(list(rows.values()))
+    return label_configurations(frame, options)
+
+
+def flatten(options: dict, prefix: str = "") -> dict[str, Any]:
+    """Nested options as dotted keys, as they are written on the command line."""
+    flat: dict[str, Any] = {}
+    for key, value in options.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def option_text(value: Any) -> str:
+    """A value as a Hydra override would spell it: 0.001, null, true, adam."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def configuration_labels(method: str, configs: dict[str, dict | None]) -> dict[str, str]:
+    """method hash -> row label: the bare method name, or with the options that differ.
+
+    Only the differing options are shown, so a tuning sweep's rows read `method (lr=0.01)`.
+    """
+    if len(configs) < 2:
+        return {h: method for h in configs}
+    flat = {h: flatten(o) for h, o in configs.items() if o is not None}
+    keys = list(dict.fromkeys(k for f in flat.values() for k in f))
+    differ = [k for k in keys if len({option_text(f.get(k, "<unset>")) for f in flat.values()}) > 1]
+    labels = {}
+    for h in configs:
+        if h not in flat:
+            labels[h] = f"{method} (options not recorded)"
+            continue
+        shown = ", ".join(f"{k}={option_text(flat[h][k])}" for k in differ if k in flat[h])
+        labels[h] = f"{method} ({shown or h})"
+    if len(set(labels.values())) < len(labels):  # cannot happen for distinct options; be safe
+        labels = {h: f"{label} #{h[:6]}" for h, label in labels.items()}
+    return labels
+
+
+def label_configurations(frame: pd.DataFrame, options: dict[tuple, dict | None]) -> pd.DataFrame:
+    """Replace the method name by a per-configuration label where a method has several."""
+    if frame.empty:
+        return frame
+    by_method: dict[tuple, dict[str, dict | None]] = {}
+    for (*cell, method, method_hash), opts in options.items():
+        by_method.setdefault((*cell, method), {})[method_hash] = opts
+    labels = {
+        (*group, h): label
+        for group, configs in by_method.items()
+        for h, label in configuration_labels(group[-1], configs).items()
+    }
+    keys = zip(*(frame[c] for c in [*GROUP, "method_hash"]), strict=True)
+    frame["method"] = [labels.get(key, key[-2]) for key in keys]
+    return frame.drop(columns="method_hash")
+
+
+def mean_std(per_seed: pd.DataFrame) -> pd.DataFrame:
+    """mean, sample std and the number of seeds of every metric per row group."""
+    numeric = per_seed[GROUP + list(REPORT_METRICS)].astype({m: float for m in REPORT_METRICS})
+    grouped = numeric.groupby(GROUP, sort=False)
+    table = grouped.mean().join(grouped.std(ddof=1).add_suffix("_std"))
+    table["seeds"] = grouped.size()
+    return table.reset_index()
+
+
+def pairwise_floor(retrain: pd.DataFrame) -> dict[str, Any] | None:
+    """The floor from per-seed retrain rows: avg_gap of every pair of distinct seeds.
+
+    UA/RA/TA/MIA of the row are the retrain means (and stds): the level the gap is measured at.
+    """
+    retrain = retrain.drop_duplicates("seed").astype({m: float for m in GAP_METRICS})
+    if len(retrain) < 2:
+        return None
+    values = retrain[list(GAP_METRICS)].to_numpy()
+    gaps = [np.abs(a - b).mean() for a, b in itertools.combinations(values, 2)]
+    row: dict[str, Any] = {"method": FLOOR, "seeds": len(retrain)}
+    row.update({m: float("nan") for m in REPORT_METRICS})
+    row.update({f"{m}_std": float("nan") for m in REPORT_METRICS})
+    for metric, column in zip(GAP_METRICS, values.T, strict=True):
+        row[metric], row[f"{metric}_std"] = column.mean(), pd.Series(column).std(ddof=1)
+    row["avg_gap"] = float(np.mean(gaps))
+    row["avg_gap_std"] = float(np.std(gaps, ddof=1)) if len(gaps) > 1 else float("nan")
+    return row
+
+
+def computed_floors(per_seed: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    """Floor rows for the cells whose runs have no retrain_other_seed model."""
+    has_floor = set(map(tuple, table.loc[table["method"] == FLOOR, CELL].to_numpy()))
+    rows = []
+    retrain = per_seed[per_seed["method"] == "retrain"]
+    for cell, part in retrain.groupby(CELL, sort=False):
+        if cell in has_floor:
+            continue
+        row = pairwise_floor(part)
+        if row is not None:
+            rows.append({**dict(zip(CELL, cell, strict=True)), **row})
+    return pd.DataFrame.from_records(rows, columns=table.columns)
+
+
+def within_floor(table: pd.DataFrame) -> list[str]:
+    """ "yes" for rows at most as far from retrain as retrain of another seed; "" otherwise."""
+    floors = table[table["method"] == FLOOR].set_index(CELL)["avg_gap"].to_dict()
+    marks = []
+    for _, row in table.iterrows():
+        floor = floors.get(tuple(row[CELL]))
+        inside = row["method"] != FLOOR and floor is not None and row["avg_gap"] <= floor
+        marks.append("yes" if inside else "")
+    return marks
 
 
 def aggregate(per_seed: pd.DataFrame) -> pd.DataFrame:
-    """mean and std over seeds; sorted by avg_gap within each scenario."""
-    numeric = per_seed[GROUP + list(REPORT_METRICS)].astype({m: float for m in REPORT_METRICS})
-    grouped = numeric.groupby(GROUP, sort=False)
-    table = grouped.mean()
-    std = grouped.std(ddof=1)
-    table = table.join(std.add_suffix("_std"))
-    table["seeds"] = grouped.size()
-    table = table.reset_index().sort_values(["dataset", "model", "scenario", "avg_gap"])
+    """mean and std over seeds, the noise floor and its marks; sorted by avg_gap per scenario."""
+    if per_seed.empty:
+        return pd.DataFrame()
+    table = mean_std(per_seed)
+    floors = computed_floors(per_seed, table)
+    if not floors.empty:
+        table = pd.concat([table, floors], ignore_index=True)
+    table["seeds"] = table["seeds"].astype(int)
+    table[WITHIN] = within_floor(table)
+    table = table.sort_values([*CELL, "avg_gap"], kind="stable")
     return table.reset_index(drop=True)
 
 
@@ -98,21 +288,31 @@ def display_frame(table: pd.DataFrame) -> pd.DataFrame:
     shown = table[GROUP + ["seeds"]].copy()
     for metric in REPORT_METRICS:
         shown[metric] = [mean_pm_std(row, metric) for _, row in table.iterrows()]
+    shown[WITHIN] = table.get(WITHIN, "")
     return shown
+
+
+def cell_columns(part: pd.DataFrame) -> list[str]:
+    """The shown columns of one table; within_floor, beside avg_gap, only where a floor exists."""
+    cols = ["method", "seeds", *REPORT_METRICS]
+    if (part["method"] == FLOOR).any():
+        cols.insert(cols.index("avg_gap") + 1, WITHIN)
+    return cols
 
 
 def grouped_tables(table: pd.DataFrame) -> list[Table]:
     """One rich table per dataset / model / scenario, methods as rows: fits a terminal."""
     shown = display_frame(table)
     tables = []
-    for (dataset, model, scenario), part in shown.groupby(
-        ["dataset", "model", "scenario"], sort=False
-    ):
-        tables.append(
-            rich_table(
-                part, f"{dataset} / {model} / {scenario}", ["method", "seeds", *REPORT_METRICS]
-            )
-        )
+    for (dataset, model, scenario), part in shown.groupby(CELL, sort=False):
+        rendered = rich_table(part, f"{dataset} / {model} / {scenario}", cell_columns(part))
+        # Labels and the mark are what one reads a row by: let the ± cells wrap, never these.
+        for column in rendered.columns:
+            if column.header in ("method", WITHIN):
+                column.no_wrap, column.min_width = True, len(column.header)
+        if WITHIN in cell_columns(part):
+            rendered.caption = FLOOR_CAPTION
+        tables.append(rendered)
     return tables
 
 
@@ -140,23 +340,33 @@ def to_markdown(table: pd.DataFrame, title: str, preamble: str = "") -> str:
         f"Written {dt.datetime.now().astimezone().isoformat(timespec='minutes')}.",
         "",
     ]
-    for (dataset, model, scenario), part in shown.groupby(
-        ["dataset", "model", "scenario"], sort=False
-    ):
+    for (dataset, model, scenario), part in shown.groupby(CELL, sort=False):
         lines += [f"## {dataset} / {model} / {scenario}", ""]
-        cols = ["method", "seeds", *REPORT_METRICS]
+        cols = cell_columns(part)
+        if WITHIN in cols:
+            lines += [FLOOR_CAPTION, ""]
         lines.append("| " + " | ".join(cols) + " |")
-        lines.append("|" + "|".join("---" if c == "method" else "---:" for c in cols) + "|")
+        lines.append("|" + "|".join(markdown_align(c) for c in cols) + "|")
         for _, row in part.iterrows():
             lines.append("| " + " | ".join(str(row[c]) for c in cols) + " |")
         lines.append("")
     return "\n".join(lines)
 
 
+def markdown_align(column: str) -> str:
+    return {"method": "---", WITHIN: ":---:"}.get(column, "---:")
+
+
 def write_plots(table: pd.DataFrame, folder: Path) -> list[Path]:
+    """The report's bar and trade-off plots, without the floor row.
+
+    The floor is a gap between two retrains, not a model: its UA/RA/TA/MIA would repeat
+    retrain's bars, and it has no time to place it on the trade-off plot.
+    """
     from unlearn_cli.evaluation.plots import metric_bars, tradeoff_scatter
 
     folder = Path(folder)
+    table = table[table["method"] != FLOOR]
     return [metric_bars(table, folder / "metric_bars.png"),
             tradeoff_scatter(table, folder / "tradeoff.png")]  # fmt: skip
 
@@ -173,13 +383,17 @@ def write_report(
 BENCH_TITLE = "Benchmarks"
 BENCH_PREAMBLE = """
 Written by `make bench` (`unlearn run -m sweep=bench`, then `unlearn report --bench`); do not edit
-by hand. Protocol (DESIGN.md section 7): dataset animal_mnist, the default CNN, seeds 0, 1, 2; two
+by hand. Protocol (docs/benchmark.md): dataset animal_mnist, the default CNN, seeds 0, 1, 2; two
 scenarios, class-wise (`forget_class=elephant`, 800 training images) and random
 (`forget_fraction=0.1`). Each cell is mean ± sample std over the seeds. Metrics are percentages
 except `mia_auc` (0-1), `time_s` (wall seconds of the unlearning step alone; for retrain, its
 training) and `speedup` (retrain time_s / method time_s). `avg_gap` is the mean of |m - m_retrain|
 over UA, RA, TA and MIA: lower is better, retrain is 0 by definition. Rows are sorted by avg_gap;
 "original (no unlearning)" is the untouched trained model, the do-nothing reference.
+"retrain, other seed" is the noise floor: its avg_gap is the gap between retrained models of
+different seeds (a retrain of seed+1 against each run's retrain where the runs have one, else
+every pair of the seeds' retrains; its UA/RA/TA/MIA are then retrain's). No method can be told
+from retraining below it: `within_floor` says yes where a row's mean avg_gap is at most the floor's.
 Retrain's time_s is measured when the retrained model is first trained and kept with it in the
 model cache; for fresh timings run `make bench` on a quiet machine after
 `rm -r outputs/cache/models`.
