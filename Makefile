@@ -31,7 +31,7 @@ lint: install
 	$(BIN)/ruff check unlearn_cli tests
 	$(BIN)/ruff format --check unlearn_cli tests
 
-# DESIGN.md section 7: every method x {class-wise, random 10%} x 3 seeds -> BENCHMARKS.md.
+# docs/benchmark.md: every method x {class-wise, random 10%} x 3 seeds -> BENCHMARKS.md.
 bench: install
 	$(BIN)/unlearn run -m sweep=bench $(ARGS)
 	$(BIN)/unlearn report --bench "$$(ls -td outputs/bench/*/ | head -n 1)" \

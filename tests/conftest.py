@@ -15,13 +15,15 @@ from PIL import Image
 
 import unlearn_cli.cli  # noqa: F401  (registers the forget_tag resolver used by the configs)
 
-# Tiny synthetic data and a narrow CNN: a whole experiment takes well under a second.
+# Tiny synthetic data and a narrow CNN: a whole experiment takes well under a second. The noise
+# floor's second retrain is off here; tests/test_trust.py runs it.
 TINY = [
     "dataset=synthetic",
     "model.width=8",
     "model.train.epochs=10",
     "model.train.batch_size=32",
     "device=cpu",
+    "evaluation.noise_floor=false",
 ]
 
 
@@ -65,7 +67,7 @@ def retrain_inputs(cfg, data, split):
     """Every input batch the retrain method feeds its model, stacked as rows; and its context."""
     import torch
 
-    from unlearn_cli.methods import METHODS, UnlearnContext
+    from unlearn_cli.methods import UnlearnContext, run_method
     from unlearn_cli.models import build_model
 
     seen: list = []
@@ -75,8 +77,8 @@ def retrain_inputs(cfg, data, split):
         model.register_forward_pre_hook(lambda _m, args: seen.append(args[0].detach().clone()))
         return model
 
-    ctx = UnlearnContext(cfg.method, cfg.model.train, torch.device("cpu"), 0, fresh)
-    METHODS.get("retrain")(fresh(), split, ctx)
+    ctx = UnlearnContext(cfg.model.train, torch.device("cpu"), 0, fresh)
+    run_method("retrain", fresh(), split, ctx)
     return torch.cat(seen).flatten(1), ctx
 
 

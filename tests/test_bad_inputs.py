@@ -74,12 +74,21 @@ RUN_CASES = [
     # training and method options
     (tiny("model.train.epochs=-3"), "epochs must be a whole number >= 1", no_setup),
     (tiny("model.train.epochs=ten"), "epochs must be a whole number >= 1", no_setup),
-    (tiny("model.train.lr=-0.1"), "lr must be > 0", no_setup),
+    (tiny("model.train.lr=-0.1"), "model.train.lr must be a number > 0", no_setup),
     (tiny("model.train.batch_size=0"), "batch_size must be a whole number >= 1", no_setup),
     (tiny("model.train.schedule=linear"), "schedule must be one of", no_setup),
-    (tiny("model.train.amp=maybe"), "amp must be auto, true or false", no_setup),
-    (tiny("method=negative_gradient", "method.lr=0"), "method.lr must be > 0", no_setup),
-    (tiny("method=salun", "method.epochs=0"), "method.epochs must be a whole number", no_setup),
+    (tiny("model.train.amp=maybe"), "amp must be one of auto, true, false", no_setup),
+    (tiny("method=negative_gradient", "method.lr=0"), "method.lr must be a number > 0", no_setup),
+    (
+        tiny("method=salun", "method.forget_epochs=0"),
+        "method.forget_epochs must be a whole",
+        no_setup,
+    ),
+    (
+        tiny("method=salun", "method.epochs=2"),
+        "method.epochs was renamed to method.forget_epochs",
+        no_setup,
+    ),
     (tiny("evaluation.batch_size=0"), "evaluation.batch_size", no_setup),
     (tiny("seed=abc"), "seed must be a whole number", no_setup),
     (tiny("threads=0"), "threads must be auto or a whole number", no_setup),
@@ -99,7 +108,7 @@ RUN_CASES = [
     ),
     (
         tiny("dataset=imagefolder", "dataset.root=.", "dataset.storage=cloud"),
-        "dataset.storage must be auto, memory or disk",
+        "dataset.storage must be one of auto, memory, disk",
         no_setup,
     ),
     (

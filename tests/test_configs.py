@@ -45,7 +45,9 @@ def test_defaults(make_cfg):
 
 @pytest.mark.parametrize(("group", "option"), all_options())
 def test_every_option_composes_and_validates(make_cfg, group, option):
-    cfg = make_cfg(f"{group}={option}")
+    # imagefolder needs its required root (any folder: validation does not read it)
+    extra = ["dataset.root=."] if option == "imagefolder" else []
+    cfg = make_cfg(f"{group}={option}", *extra)
     # Name things once: the file name is the `name` key and the registry key (the tabular
     # group's `name` instead picks its table, each table a registry key of its own).
     assert cfg[group].name == option or (option == "tabular" and cfg[group].name in DATASETS)

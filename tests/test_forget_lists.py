@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import logging
 
-import numpy as np
 import pytest
 import torch
 
 from unlearn_cli.data import load_dataset, make_split
 from unlearn_cli.data.forget_list import read_forget_list
+from unlearn_cli.data.split import validation_rows
 from unlearn_cli.errors import UserError
 
 from .conftest import TINY, min_distance, retrain_inputs
@@ -21,15 +21,23 @@ def data(make_cfg):
     return load_dataset(make_cfg(*TINY).dataset, "unused")
 
 
+def listable(data) -> list[int]:
+    """Training positions a deletion request may name (not in the held-out validation split)."""
+    return [p for p in range(data.num_train) if p not in set(validation_rows(data, 0.05))]
+
+
 def test_forget_list_removes_exactly_the_listed_samples(make_cfg, data, tmp_path):
-    ids = list(data.ids())
-    request = [ids[3], ids[10], ids[42]]
+    ids, free = list(data.ids()), listable(data)
+    picked = [free[3], free[10], free[42]]
+    request = [ids[p] for p in picked]
     (tmp_path / "request.txt").write_text("id\n" + "\n".join(map(str, request)) + "\n")
     listed = read_forget_list(tmp_path / "request.txt")
     split = make_split(data, None, None, "class1", 0, forget_ids=listed, list_name="list-request")
-    assert split.forget_idx.tolist() == [3, 10, 42]
+    assert split.forget_idx.tolist() == picked
     assert split.describe()["forget_ids"] == request and split.tag == "list-request"
-    assert split.scenario == "random" and len(split.retain_idx) == data.num_train - 3
+    # a forget list is its own scenario, judged like random samples
+    assert split.scenario == "list" and split.targets == "samples"
+    assert len(split.retain_idx) == data.num_train - 3 - len(split.validation_idx)
 
     inputs, _ = retrain_inputs(make_cfg(*TINY), data, split)
     assert min_distance(split.forget[0], inputs).min() > 1e-3  # never saw a listed sample
@@ -58,7 +66,9 @@ def test_duplicates_are_forgotten_once_with_a_warning(data, caplog):
 def test_share_of_one_class(data):
     split = make_split(data, None, 0.25, None, 0, within_class="class2")
     labels = data.y_train[torch.as_tensor(split.forget_idx)]
-    assert (labels == 2).all() and len(labels) == round(0.25 * int((data.y_train == 2).sum()))
+    held_out = int((data.y_train[torch.as_tensor(split.validation_idx)] == 2).sum())
+    pool = int((data.y_train == 2).sum()) - held_out  # validation samples are never forgotten
+    assert (labels == 2).all() and len(labels) == round(0.25 * pool)
     assert split.tag == "random0.25-of-class2"
     with pytest.raises(UserError, match="forget_within restricts forget_fraction"):
         make_split(data, "class1", None, None, 0, within_class="class2")
@@ -69,12 +79,9 @@ def test_only_one_spec(data):
         make_split(data, "class1", None, None, 0, forget_ids=["1"])
 
 
-def test_cli_run_with_a_forget_list_records_the_ids(run_cli, tmp_path):
-    from unlearn_cli.data.builders import stratified_split
-
-    labels = np.repeat(np.arange(4), 60)
-    train_ids, _ = stratified_split(labels, 48)  # the synthetic dataset's fixed split
-    request = [int(train_ids[5]), int(train_ids[77])]
+def test_cli_run_with_a_forget_list_records_the_ids(run_cli, tmp_path, data):
+    free = listable(data)
+    request = [int(data.ids()[free[5]]), int(data.ids()[free[77]])]
     (tmp_path / "gdpr-17.csv").write_text("".join(f"{i},ticket 17\n" for i in request))
     run_cli("run", *TINY, f"forget_indices_file={tmp_path / 'gdpr-17.csv'}", check=True)
     (run,) = (tmp_path / "outputs" / "runs").iterdir()

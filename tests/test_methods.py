@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from unlearn_cli.data import load_dataset, make_split
-from unlearn_cli.evaluation.metrics import accuracy, predict_logits
-from unlearn_cli.methods import METHODS, UnlearnContext
+from unlearn_cli.inference import accuracy, predict_logits
+from unlearn_cli.methods import METHODS, UnlearnContext, method_options, run_method
 from unlearn_cli.methods.influence import FlatObjective
 from unlearn_cli.models import build_model
 from unlearn_cli.training import train_classifier
@@ -50,10 +50,10 @@ def unlearn(trained, make_cfg, method, *overrides, forget_fraction=None):
     mcfg = make_cfg(*METHOD_DATA, f"method={method}", *overrides).method
     split = make_split(data, None, forget_fraction, "class1", seed=0)
     ctx = UnlearnContext(
-        mcfg, cfg.model.train, CPU, 0,
+        cfg.model.train, CPU, 0,
         lambda: build_model(cfg.model, data.input_shape, data.num_classes, seed=0),
     )  # fmt: skip
-    model = METHODS.get(method)(copy.deepcopy(original), split, ctx)
+    model = run_method(method, copy.deepcopy(original), split, ctx, method_options(mcfg))
     return model, split, ctx
 
 
@@ -61,13 +61,15 @@ def unlearn(trained, make_cfg, method, *overrides, forget_fraction=None):
 # methods need more steps or a different strength to show the same behaviour; the generic test
 # checks the behaviour, not the benchmark's hyperparameters.
 TINY_DATA_OVERRIDES = {
-    "finetune": ["method.epochs=15", "method.lr=0.1", "method.weight_decay=0.005"],
-    "l1_sparse": ["method.epochs=10", "method.lr=0.05"],
-    "ssd": ["method.alpha=3"],
-    "fisher": ["method.alpha=0.0000015"],
-    "scrub": ["method.epochs=6", "method.msteps=3"],
-    "adversarial": ["method.epochs=40", "method.gen_lr=0.001"],
-    "negative_gradient": ["method.epochs=100"],
+    "finetune": ["method.retain_epochs=15", "method.lr=0.1", "method.weight_decay=0.005"],
+    "l1_sparse": ["method.retain_epochs=10", "method.lr=0.05"],
+    "ssd": ["method.select_threshold=3"],
+    "fisher": ["method.noise_scale=0.0000015"],
+    "scrub": ["method.rounds=6", "method.max_rounds=3"],
+    "adversarial": ["method.forget_epochs=40", "method.gen_lr=0.001"],
+    "negative_gradient": ["method.forget_epochs=100"],
+    "boundary_shrink": ["method.forget_epochs=5"],
+    "random_label": ["method.forget_epochs=5"],
 }
 
 
@@ -87,7 +89,7 @@ def test_class_forgetting_drops_forget_accuracy_and_keeps_retain(trained, make_c
 
 
 def test_negative_gradient_stops_at_the_target(trained, make_cfg):
-    model, split, ctx = unlearn(trained, make_cfg, "negative_gradient", "method.epochs=50")
+    model, split, ctx = unlearn(trained, make_cfg, "negative_gradient", "method.forget_epochs=50")
     assert ctx.metrics["stop_reason"] == "target_reached"
     assert ctx.metrics["forget_target"] == 0.0
     assert ctx.metrics["steps"] < 50 * math.ceil(len(split.forget_idx) / 64)
@@ -96,7 +98,7 @@ def test_negative_gradient_stops_at_the_target(trained, make_cfg):
 
 def test_negative_gradient_max_steps_caps_the_run(trained, make_cfg):
     _, _, ctx = unlearn(
-        trained, make_cfg, "negative_gradient", "method.max_steps=3", "method.stop_target=-1"
+        trained, make_cfg, "negative_gradient", "method.max_steps=3", "method.stop_target=never"
     )
     assert ctx.metrics["steps"] == 3 and ctx.metrics["stop_reason"] == "step_budget"
 
@@ -104,9 +106,9 @@ def test_negative_gradient_max_steps_caps_the_run(trained, make_cfg):
 def test_negative_gradient_random_target_is_test_accuracy(trained, make_cfg):
     _, _, original = trained
     model, split, ctx = unlearn(
-        trained, make_cfg, "negative_gradient", "method.retain_weight=0.9", forget_fraction=0.2
+        trained, make_cfg, "negative_gradient", "method.mix=0.9", forget_fraction=0.2
     )
-    assert ctx.metrics["forget_target"] == pytest.approx(acc(original, split.test))
+    assert ctx.metrics["forget_target"] == pytest.approx(acc(original, split.validation))
     if ctx.metrics["stop_reason"] == "target_reached":
         assert acc(model, split.forget) <= ctx.metrics["forget_target"]
 
@@ -114,7 +116,8 @@ def test_negative_gradient_random_target_is_test_accuracy(trained, make_cfg):
 def test_negative_gradient_divergence_guard_restores_good_weights(trained, make_cfg):
     model, _, ctx = unlearn(
         trained, make_cfg, "negative_gradient",
-        "method.lr=1e30", "method.grad_clip=0", "method.stop_target=-1", "method.epochs=20",
+        "method.lr=1e30", "method.grad_clip=0", "method.stop_target=never",
+        "method.forget_epochs=20",
     )  # fmt: skip
     assert ctx.metrics["stop_reason"] == "diverged" and ctx.metrics["diverged"]
     assert all(torch.isfinite(p).all() for p in model.parameters())
@@ -164,7 +167,8 @@ def convex(trained):
     split = make_split(data, None, 0.1, None, seed=0)
     fresh = lambda: build_model(mcfg, data.input_shape, data.num_classes, seed=0).double()  # noqa: E731
     x, y = data.x_train.double(), data.y_train
-    original = fit_logistic(fresh(), x, y)
+    seen = split.trainable_idx  # the validation split is held out of every model
+    original = fit_logistic(fresh(), x[seen], y[seen])
     retrained = fit_logistic(fresh(), x[split.retain_idx], y[split.retain_idx])
     return mcfg, split, original, retrained
 
@@ -192,8 +196,9 @@ def test_influence_lands_near_the_retrained_optimum(convex, make_cfg, gradient):
         f"method.l2={L2}", "method.damping=0", "method.newton_steps=1", "method.scale_random=1",
         "method.hessian_samples=null",
     )  # fmt: skip
-    ctx = UnlearnContext(cfg.method, mcfg.train, CPU, 0, lambda: None)
-    model = METHODS.get("influence")(copy.deepcopy(original), as_float64(split), ctx)
+    ctx = UnlearnContext(mcfg.train, CPU, 0, lambda: None)
+    opts = method_options(cfg.method)
+    model = run_method("influence", copy.deepcopy(original), as_float64(split), ctx, opts)
     distance, agree = closeness(model, original, retrained, split)
     assert distance <= 0.10, f"influence is {distance:.1%} of the original's distance to retrain"
     assert agree >= 99.0
@@ -226,16 +231,37 @@ def test_influence_noise_reports_certified_epsilon(convex, make_cfg):
     cfg = make_cfg(
         "method=influence", "method.solver=exact", f"method.l2={L2}", "method.noise_sigma=0.01"
     )
-    ctx = UnlearnContext(cfg.method, mcfg.train, CPU, 0, lambda: None)
+    ctx = UnlearnContext(mcfg.train, CPU, 0, lambda: None)
     split = as_float64(split)
     before = flat(original)
-    model = METHODS.get("influence")(copy.deepcopy(original), split, ctx)
+    model = run_method("influence", copy.deepcopy(original), split, ctx, method_options(cfg.method))
     eps = ctx.metrics["certified_epsilon"]
     expected = (
         ctx.metrics["gradient_residual_norm"] / L2 * math.sqrt(2 * math.log(1.25 / 1e-5)) / 0.01
     )
     assert eps == pytest.approx(expected)
+    assert ctx.metrics["certified_epsilon_valid"] is (eps < 1)
     assert not torch.equal(flat(model), before)
+
+
+def test_no_certified_epsilon_on_a_deep_net(trained, make_cfg):
+    """Issue 12 bug 6: on the CNN (last-layer solver) a small, credible-looking epsilon would
+    certify nothing: none is reported, whatever the noise."""
+    _, _, ctx = unlearn(trained, make_cfg, "influence", "method.noise_sigma=10")
+    assert ctx.metrics["certified_epsilon"] is None
+    assert "linear model" in ctx.metrics["certified_epsilon_note"]
+
+
+def test_certified_epsilon_above_one_is_flagged(convex, make_cfg):
+    mcfg, split, original, _ = convex
+    cfg = make_cfg("method=influence", "method.solver=exact", f"method.l2={L2}",
+                   "method.noise_sigma=1e-9")  # fmt: skip
+    ctx = UnlearnContext(mcfg.train, CPU, 0, lambda: None)
+    run_method("influence", copy.deepcopy(original), as_float64(split), ctx,
+               method_options(cfg.method))  # fmt: skip
+    assert ctx.metrics["certified_epsilon"] >= 1
+    assert ctx.metrics["certified_epsilon_valid"] is False
+    assert "certifies nothing" in ctx.metrics["certified_epsilon_note"]
 
 
 def test_influence_cg_solver_runs_on_the_cnn(trained, make_cfg):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from unlearn_cli.methods import UnlearnContext
+from unlearn_cli.methods import UnlearnContext, method_options
 from unlearn_cli.methods.importance import squared_batch_gradients, subsample
 from unlearn_cli.methods.sisa import SisaTrainer, slice_train_cfg
 
@@ -24,7 +24,7 @@ def test_salun_leaves_non_salient_weights_bit_identical(trained, make_cfg):  # n
     model, split, ctx = unlearn(trained, make_cfg, "salun", "method.saliency=0.3")
     from unlearn_cli.methods.salun import saliency_mask
 
-    mask = saliency_mask(copy.deepcopy(original), split, CPU, 0.3)
+    mask = saliency_mask(copy.deepcopy(original), split, CPU, 0.3, 1024)
     before, after = weights(original), weights(model)
     moved = 0
     for name, m in mask.items():
@@ -37,9 +37,10 @@ def test_salun_leaves_non_salient_weights_bit_identical(trained, make_cfg):  # n
 
 def test_ssd_changes_only_weights_above_the_threshold(trained, make_cfg):  # noqa: F811
     cfg, data, original = trained
-    model, split, ctx = unlearn(trained, make_cfg, "ssd", "method.alpha=3")
+    model, split, ctx = unlearn(trained, make_cfg, "ssd", "method.select_threshold=3")
     mcfg = make_cfg(*METHOD_DATA, "method=ssd").method
-    x_all, y_all = subsample(data.x_train, data.y_train, mcfg.importance_samples, 0)
+    x_all, y_all = subsample(data.x_train, data.y_train, mcfg.importance_samples, 0,
+                             split.trainable_idx)  # fmt: skip
     x_f, y_f = subsample(*split.forget, mcfg.importance_samples, 0)
     probe = copy.deepcopy(original)
     i_d = squared_batch_gradients(probe, x_all, y_all, CPU, mcfg.importance_batch_size)
@@ -74,7 +75,7 @@ def test_fisher_random_forgetting_zeroes_nothing(trained, make_cfg):  # noqa: F8
 
 
 def test_l1_sparse_shrinks_the_weights(trained, make_cfg):  # noqa: F811
-    common = ["method.epochs=3", "method.lr=0.05"]
+    common = ["method.retain_epochs=3", "method.lr=0.05"]
     plain, _, _ = unlearn(trained, make_cfg, "l1_sparse", *common, "method.l1_gamma=0")
     sparse, _, _ = unlearn(trained, make_cfg, "l1_sparse", *common, "method.l1_gamma=0.005")
     l1 = lambda m: sum(float(p.detach().abs().sum()) for p in m.parameters())  # noqa: E731
@@ -85,7 +86,7 @@ def test_boundary_shrink_relabels_to_a_wrong_neighbour(trained, make_cfg):  # no
     from unlearn_cli.methods.boundary_shrink import nearest_wrong_labels
 
     _, _, original = trained
-    model, split, ctx = unlearn(trained, make_cfg, "boundary_shrink")
+    model, split, ctx = unlearn(trained, make_cfg, "boundary_shrink", "method.forget_epochs=5")
     x, y = split.forget
     labels = nearest_wrong_labels(copy.deepcopy(original), x, y, 0.25)
     assert (labels != y).all()
@@ -98,16 +99,16 @@ def test_boundary_shrink_relabels_to_a_wrong_neighbour(trained, make_cfg):  # no
 
 
 def test_scrub_rewind_keeps_the_best_epoch(trained, make_cfg):  # noqa: F811
-    _, _, ctx = unlearn(trained, make_cfg, "scrub", "method.epochs=4", "method.msteps=2",
+    _, _, ctx = unlearn(trained, make_cfg, "scrub", "method.rounds=4", "method.max_rounds=2",
                         "method.rewind=true", forget_fraction=0.2)  # fmt: skip
-    history = ctx.metrics["forget_acc_by_epoch"]
+    history = ctx.metrics["forget_acc_by_round"]
     assert len(history) == 4
-    assert 1 <= ctx.metrics["rewound_to_epoch"] <= 4
+    assert 1 <= ctx.metrics["rewound_to_round"] <= 4
 
 
 def test_ewc_keeps_weights_closer_to_the_original(trained, make_cfg):  # noqa: F811
     _, _, original = trained
-    common = ["method.epochs=5", "method.lr=0.05"]
+    common = ["method.forget_epochs=5", "method.lr=0.05"]
     free, _, _ = unlearn(trained, make_cfg, "random_label", *common)
     anchored, _, ctx = unlearn(trained, make_cfg, "random_label", *common,
                                "method.ewc_lambda=5000")  # fmt: skip
@@ -140,8 +141,8 @@ def sisa_setup(trained):  # noqa: F811
         )
     from unlearn_cli.models import build_model
 
+    opts = method_options(mcfg.method)
     ctx = UnlearnContext(
-        mcfg.method,
         cfg.model.train,
         CPU,
         0,
@@ -149,7 +150,7 @@ def sisa_setup(trained):  # noqa: F811
     )
 
     def make(removed=()):
-        return SisaTrainer(ctx.fresh_model, data.x_train, data.y_train, slice_train_cfg(ctx),
+        return SisaTrainer(ctx.fresh_model, data.x_train, data.y_train, slice_train_cfg(ctx, opts),
                            CPU, 0, 2, 3, removed=removed)  # fmt: skip
 
     return data, make

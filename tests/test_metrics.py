@@ -1,4 +1,4 @@
-"""Metric definitions (DESIGN.md section 6) on hand-made cases."""
+"""Metric definitions (docs/metrics.md) on hand-made cases."""
 
 from __future__ import annotations
 

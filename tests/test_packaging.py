@@ -1,4 +1,5 @@
-"""A wheel install (not editable) carries the configs and runs `unlearn run` (DESIGN.md 4)."""
+"""A wheel install (not editable) carries the configs (pyproject's package-dir mapping) and runs
+`unlearn run`."""
 
 from __future__ import annotations
 

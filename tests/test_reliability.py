@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from unlearn_cli.methods import METHODS
+from unlearn_cli.methods.finetune import FinetuneOptions
 
 from .conftest import TINY, unlearn_executable
 
@@ -54,7 +55,7 @@ def test_diverging_method_keeps_last_good_weights(unlearn_here, tmp_path):
 
 
 def test_a_method_without_a_guard_that_returns_nan_is_caught(unlearn_here, tmp_path, monkeypatch):
-    def poisoned(model, split, ctx):
+    def poisoned(model, split, ctx, opts: FinetuneOptions):
         with torch.no_grad():
             next(model.parameters()).fill_(float("nan"))
         return model
@@ -71,7 +72,8 @@ def test_a_method_without_a_guard_that_returns_nan_is_caught(unlearn_here, tmp_p
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "kill"])
 def test_interrupted_run_is_recorded_and_a_rerun_resumes_from_the_cache(tmp_path, sig):
     args = [unlearn_executable(), "run", "dataset=digits", "model.width=8",
-            "model.train.epochs=60", "device=cpu", "forget_class=3"]  # fmt: skip
+            "model.train.epochs=60", "device=cpu", "forget_class=3",
+            "evaluation.noise_floor=false"]  # fmt: skip
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip

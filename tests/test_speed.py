@@ -8,7 +8,7 @@ import torch
 from unlearn_cli.data import load_dataset
 from unlearn_cli.device import resolve_threads
 from unlearn_cli.errors import UserError
-from unlearn_cli.evaluation.metrics import accuracy, predict_logits
+from unlearn_cli.inference import accuracy, predict_logits
 from unlearn_cli.models import build_model
 from unlearn_cli.models.checkpoint import load_checkpoint, save_checkpoint
 from unlearn_cli.speed import speed_of
@@ -27,11 +27,16 @@ def trained(make_cfg, tmp_path, *overrides):
 
 
 def test_auto_leaves_the_cpu_path_alone(make_cfg):
-    cfg = make_cfg("model=cnn")
-    model = build_model(cfg.model, (1, 8, 8), 3, 0)
-    assert speed_of(cfg.model.train, model, CPU) == speed_of(cfg.model.train, model, CPU)
-    speed = speed_of(cfg.model.train, model, CPU)
+    """`auto` turns nothing on for the CPU; `true` forces each option, channels_last only where
+    there is a convolution, and `compile=true` means inductor."""
+    cnn = build_model(make_cfg("model=cnn").model, (1, 8, 8), 3, 0)
+    speed = speed_of(make_cfg("model=cnn").model.train, cnn, CPU)
     assert not speed.autocast and not speed.channels_last and speed.compile_backend is None
+    forced = ["model.train.amp=true", "model.train.channels_last=true", "model.train.compile=true"]
+    on = speed_of(make_cfg("model=cnn", *forced).model.train, cnn, CPU)
+    assert on.autocast and on.channels_last and on.compile_backend == "inductor"
+    mlp = build_model(make_cfg("model=mlp").model, (1, 8, 8), 3, 0)
+    assert not speed_of(make_cfg("model=mlp", *forced).model.train, mlp, CPU).channels_last
 
 
 def test_amp_channels_last_and_compile_train_a_working_model(make_cfg, tmp_path):

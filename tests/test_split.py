@@ -8,7 +8,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from unlearn_cli.data import ImageDataset, forget_tag, load_dataset, make_split
+from unlearn_cli.data import ImageDataset, forget_tag, load_dataset
+from unlearn_cli.data import make_split as split_with_validation
 from unlearn_cli.errors import UserError
 
 
@@ -22,6 +23,11 @@ def toy_dataset(labels_train, labels_test=None, classes=None) -> ImageDataset:
     return ImageDataset(
         "toy", classes, torch.randn(len(y), 1, 2, 2), y, torch.randn(len(yt), 1, 2, 2), yt
     )
+
+
+def make_split(*args, **kwargs):
+    """The split logic alone (no validation rows); `test_validation_split` covers those."""
+    return split_with_validation(*args, **{"validation_fraction": 0.0, **kwargs})
 
 
 def assert_partition(split, n):
@@ -131,3 +137,21 @@ def test_digits_dataset(make_cfg):
     assert data.classes[3] == "3"
     # Standardised with training statistics only.
     assert abs(float(data.x_train.mean())) < 1e-4
+
+
+def test_validation_split_is_fixed_stratified_and_never_forgotten():
+    data = toy_dataset(list(range(5)) * 20)
+    a = split_with_validation(data, None, 0.5, None, seed=1, validation_fraction=0.1)
+    b = split_with_validation(data, None, 0.5, None, seed=2, validation_fraction=0.1)
+    c = split_with_validation(data, "c1", None, None, seed=3, validation_fraction=0.1)
+    assert np.array_equal(a.validation_idx, b.validation_idx)  # the same for every seed
+    assert np.array_equal(a.validation_idx, c.validation_idx)
+    assert sorted(data.y_train[a.validation_idx].tolist()) == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+    for split in (a, b, c):
+        parts = [split.forget_idx, split.retain_idx, split.validation_idx]
+        assert sum(map(len, parts)) == 100 and len(np.unique(np.concatenate(parts))) == 100
+    assert 1 not in c.validation[1].tolist()  # like `test`: the remaining classes only
+    listed = data.ids()[a.validation_idx[0]]
+    with pytest.raises(UserError, match="validation split"):
+        split_with_validation(data, None, None, None, seed=0, forget_ids=[listed],
+                              validation_fraction=0.1)  # fmt: skip

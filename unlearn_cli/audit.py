@@ -24,7 +24,7 @@ from unlearn_cli.evaluation.competition import (
     forgetting_quality,
     logit_scaled_confidence,
 )
-from unlearn_cli.evaluation.metrics import accuracy, predict_logits
+from unlearn_cli.inference import accuracy, predict_logits
 from unlearn_cli.methods import METHODS
 from unlearn_cli.run import build_models, seed_everything
 from unlearn_cli.validate import validate_config
@@ -52,8 +52,9 @@ def run_audit(cfg: DictConfig, methods: list[str], n_models: int, out_dir: Path)
         for name in methods:
             method_cfg = OmegaConf.to_container(method_cfgs[name], resolve=True)
             run_cfg = OmegaConf.create({**base, "seed": i, "method": method_cfg})
+            run_cfg.evaluation.noise_floor = False  # the audit's N retrains are its own floor
             seed_everything(i)
-            models, _, _ = build_models(run_cfg, split, device)
+            models, _, _, _ = build_models(run_cfg, split, device)
             roles = {name: models["unlearned"]}
             if name == methods[0]:
                 roles["retrain"] = models["retrain"]

@@ -25,13 +25,14 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 from torch import nn
 
+from unlearn_cli.cost import Cost, counting
 from unlearn_cli.errors import UserError
 from unlearn_cli.models.checkpoint import load_checkpoint, read_metadata, save_checkpoint
 
 log = logging.getLogger(__name__)
 
 # Bump when training code changes in a way that makes old entries wrong.
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: a validation split is held out of training
 
 
 def cache_key(parts: dict) -> str:
@@ -45,6 +46,7 @@ class CachedModel:
     train_seconds: float
     hit: bool
     path: Path
+    cost: Cost  # the sample passes that producing the model took (counted when it was made)
 
 
 class ModelCache:
@@ -63,8 +65,8 @@ class ModelCache:
     ) -> CachedModel:
         """Load the entry for (kind, parts) into `fresh_model()`, or build it with `make`, store it.
 
-        The wall-clock seconds of `make` are stored with the entry, so a cache hit still reports
-        what producing the model cost.
+        The wall-clock seconds and the counted sample passes of `make` are stored with the entry,
+        so a cache hit still reports what producing the model cost.
         """
         entry = self.entry_dir(kind, parts)
         cached = self._load(kind, entry, fresh_model)
@@ -84,12 +86,14 @@ class ModelCache:
                 return cached
             log.info("cache miss: training the %s model (entry %s)", kind, entry.name)
             start = time.perf_counter()
-            model = make()
+            with counting() as cost:
+                model = make()
             seconds = time.perf_counter() - start
-            self._store(entry, model, {"kind": kind, "parts": parts, "train_seconds": seconds})
+            self._store(entry, model, {"kind": kind, "parts": parts, "train_seconds": seconds,
+                                       "cost": cost.as_dict()})  # fmt: skip
         finally:
             lock.release()
-        return CachedModel(model, seconds, False, entry)
+        return CachedModel(model, seconds, False, entry, cost)
 
     def _load(self, kind: str, entry: Path, fresh_model) -> CachedModel | None:
         """The stored model, or None when there is no entry (an unusable one is removed)."""
@@ -104,7 +108,9 @@ class ModelCache:
             shutil.rmtree(entry, ignore_errors=True)
             return None
         log.info("cache hit: %s model from %s", kind, entry)
-        return CachedModel(model, float(meta["train_seconds"]), True, entry)
+        counts = meta.get("cost", {})
+        cost = Cost(int(counts.get("grad_samples", 0)), int(counts.get("forward_samples", 0)))
+        return CachedModel(model, float(meta["train_seconds"]), True, entry, cost)
 
     def _store(self, entry: Path, model: nn.Module, metadata: dict) -> None:
         tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=self.root))

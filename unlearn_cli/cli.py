@@ -7,7 +7,6 @@ import fnmatch
 import importlib.util
 import logging
 import math
-import re
 import shutil
 import signal
 import sys
@@ -19,7 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import OverrideParseException
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from unlearn_cli import __version__
 from unlearn_cli.data import forget_tag
@@ -82,6 +81,16 @@ PLUGIN_PRESETS = {
 OmegaConf.register_new_resolver("forget_tag", forget_tag, replace=True)
 
 
+def registered_methods() -> str:
+    """Every registered method, comma-separated: `sweep=bench` sweeps over them all."""
+    from unlearn_cli.methods import METHODS
+
+    return ",".join(METHODS.names())
+
+
+OmegaConf.register_new_resolver("registered_methods", registered_methods, replace=True)
+
+
 def group_options(group: str) -> list[str]:
     folder = files("unlearn_cli.configs").joinpath(group)
     return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
@@ -133,7 +142,7 @@ def check_overrides(args: list[str]) -> None:
         for value in values:
             if value not in options:
                 raise unknown_choice(group, value, options)
-    compose_first_job(overrides)
+    compose_first_job(overrides, args)
 
 
 def first_line(exc: Exception) -> str:
@@ -141,8 +150,14 @@ def first_line(exc: Exception) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
-def compose_first_job(overrides) -> None:
-    """Compose the config of the first job (first value of each sweep) to catch unknown keys."""
+# Flags that print something about the config instead of running it: nothing to validate.
+INSPECT_FLAGS = {"--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i",
+                 "--shell-completion", "-sc"}  # fmt: skip
+
+
+def compose_first_job(overrides, args: list[str]) -> None:
+    """Compose the config of the first job (first value of each sweep) and validate every node
+    against its schema, so a bad key or value stops before Hydra creates a folder."""
     from hydra import compose, initialize_config_module
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
@@ -150,7 +165,7 @@ def compose_first_job(overrides) -> None:
     first = []
     for override in overrides:
         key = override.input_line.split("=", 1)[0]
-        if key.lstrip("+~").startswith("hydra"):
+        if key.lstrip("+~").startswith("hydra") and key not in ("hydra.run.dir", "hydra.sweep.dir"):
             continue  # Hydra's own settings: its launcher/sweeper checks them
         if override.is_sweep_override():
             if not override.is_discrete_sweep():
@@ -158,24 +173,90 @@ def compose_first_job(overrides) -> None:
             first.append(f"{key}={next(iter(override.sweep_string_iterator()))}")
         else:
             first.append(override.input_line)
-    try:
-        with initialize_config_module("unlearn_cli.configs", version_base="1.3"):
-            compose("config", overrides=first)
-    except (HydraException, OmegaConfBaseException) as exc:
-        message = first_line(exc)
-        match = re.match(r"Could not override '([^']+)'", message)
-        if match:
-            raise unknown_key(match.group(1)) from None
-        raise UserError(message) from None
-
-
-def unknown_key(key: str) -> UserError:
-    """An override of a key the config does not have, with the closest existing key."""
-    from hydra import compose, initialize_config_module
-
     with initialize_config_module("unlearn_cli.configs", version_base="1.3"):
-        base = OmegaConf.to_container(compose("config"), resolve=False)
-    known = list(dotted_keys(base))
+        try:
+            cfg = compose("config", overrides=first, return_hydra_config=True)
+        except (HydraException, OmegaConfBaseException) as exc:
+            raise explain_compose_error(first, exc) from None
+        if INSPECT_FLAGS.isdisjoint(args):
+            validate_job(cfg, overrides, first, args)
+
+
+def validate_job(cfg: DictConfig, overrides, first: list[str], args: list[str]) -> None:
+    """Every node of the first job against its schema, the other sweep values, and the
+    writability of the folders the run will write."""
+    from unlearn_cli.validate import check_writable, validate_config
+
+    multirun = any(a in ("-m", "--multirun") for a in args)
+    folder = Path(str(cfg.hydra.sweep.dir if multirun else cfg.hydra.run.dir))
+    with open_dict(cfg):
+        del cfg["hydra"]
+    validate_config(cfg)
+    validate_other_sweep_values(overrides, cfg, first)
+    check_writable(folder.parent, "hydra.sweep.dir" if multirun else "hydra.run.dir")
+
+
+def validate_other_sweep_values(overrides, cfg: DictConfig, first: list[str]) -> None:
+    """Every value of a discrete sweep, each on top of the first job, so that a bad value stops
+    the sweep before its first job instead of failing jobs one by one."""
+    from hydra import compose
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from unlearn_cli.validate import validate_config
+
+    for override in overrides:
+        key = override.input_line.split("=", 1)[0]
+        if not override.is_discrete_sweep() or key.lstrip("+~").startswith("hydra"):
+            continue
+        values = list(override.sweep_string_iterator())[1:]
+        if key in CHECKED_GROUPS or "/" in key:  # another config file: compose with it
+            for value in values:
+                job_overrides = [*(o for o in first if o.split("=", 1)[0] != key), f"{key}={value}"]
+                try:
+                    job = compose("config", overrides=job_overrides)
+                except (HydraException, OmegaConfBaseException) as exc:
+                    raise explain_compose_error(job_overrides, exc) from None
+                validate_config(job)
+            continue
+        for value in list(override.sweep_iterator())[1:]:
+            job = cfg.copy()
+            OmegaConf.update(job, key, value, merge=False)
+            validate_config(job)
+
+
+def explain_compose_error(first: list[str], exc: Exception) -> UserError:
+    """One line for a failed compose: the override whose key the config does not have (with the
+    closest existing key, or the key that replaced it), else Hydra's own first line."""
+    from hydra import compose
+
+    groups = [o for o in first if "/" in o.split("=", 1)[0] or o.split("=", 1)[0] in CHECKED_GROUPS]
+    try:
+        base = compose("config", overrides=groups)
+    except Exception:  # noqa: BLE001 - the group choices themselves are at fault: Hydra's line
+        return UserError(first_line(exc))
+    missing = object()
+    for override in first:
+        key = override.split("=", 1)[0]
+        if key.startswith(("+", "~")) or override in groups:
+            continue
+        if OmegaConf.select(base, key, default=missing) is missing:
+            return unknown_key(key, base)
+    return UserError(first_line(exc))
+
+
+def unknown_key(key: str, base: DictConfig) -> UserError:
+    """An override of a key the config does not have, with the closest existing key."""
+    node, _, leaf = key.rpartition(".")
+    if node == "method":
+        from unlearn_cli.methods import METHODS, options_type
+
+        if base.method.name in METHODS:
+            renamed = options_type(base.method.name).renamed
+            if leaf in renamed:
+                return UserError(f"{key} was renamed to method.{renamed[leaf]} "
+                                 f"(method {base.method.name})")  # fmt: skip
+    known = list(dotted_keys(OmegaConf.to_container(base, resolve=False)))
     close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
     hint = f" Did you mean '{close[0]}'?" if close else f" (to add a new key: +{key}=...)"
     return UserError(f"unknown option '{key}'.{hint}")

@@ -25,12 +25,17 @@ class Registry(Generic[T]):
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._items: dict[str, T] = {}
+        self.options: dict[str, type] = {}
 
-    def register(self, name: str) -> Callable[[T], T]:
+    def register(self, name: str, options: type | None = None) -> Callable[[T], T]:
+        """Register an implementation, with the option schema of its config node if given."""
+
         def add(item: T) -> T:
             if name in self._items:
                 raise ValueError(f"{self.kind} '{name}' is registered twice")
             self._items[name] = item
+            if options is not None:
+                self.options[name] = options
             return item
 
         return add

@@ -15,22 +15,23 @@ from torch import nn
 
 from unlearn_cli.cache import ModelCache
 from unlearn_cli.console import out_console
+from unlearn_cli.cost import Cost, attach_counter, counting, warm_up
 from unlearn_cli.data import ForgetSplit, load_dataset
 from unlearn_cli.data.builders import dataset_key
 from unlearn_cli.data.spec import forget_tag_of, split_from_config
 from unlearn_cli.device import resolve_device, resolve_threads
 from unlearn_cli.errors import TrainingDiverged
 from unlearn_cli.evaluation.evaluate import evaluate_models
-from unlearn_cli.evaluation.lira import add_lira
-from unlearn_cli.evaluation.metrics import predict_logits
+from unlearn_cli.evaluation.lira import add_lira, add_ulira
 from unlearn_cli.evaluation.plots import confidence_histograms, per_class_accuracy_plot
 from unlearn_cli.evaluation.tables import metrics_by_model_table, models_frame, write_csv
-from unlearn_cli.methods import METHODS, UnlearnContext
+from unlearn_cli.inference import predict_logits
+from unlearn_cli.methods import UnlearnContext, run_method
 from unlearn_cli.methods.common import is_finite_model
 from unlearn_cli.models import build_model, save_checkpoint
 from unlearn_cli.record import RunRecord
 from unlearn_cli.training import train_classifier
-from unlearn_cli.validate import validate_config
+from unlearn_cli.validate import RunConfig, validate_config
 
 log = logging.getLogger(__name__)
 
@@ -44,32 +45,42 @@ def seed_everything(seed: int) -> None:
 def run_experiment(cfg: DictConfig, run_dir: Path | str) -> dict:
     """Run the experiment `cfg` and write its outputs into `run_dir`; return metrics.json's data."""
     run_dir = Path(run_dir)
-    validate_config(cfg)
+    typed = validate_config(cfg)
     device = resolve_device(cfg.device)
     torch.set_num_threads(resolve_threads(cfg.threads))
     seed_everything(cfg.seed)
     tag = forget_tag_of(cfg)
     data = load_dataset(cfg.dataset, cfg.cache_dir)
     split = split_from_config(data, cfg)
+    # Options that depend on the architecture (e.g. influence's dense Hessian size).
+    typed.method.check_model(build_model(typed.model, data.input_shape, data.num_classes, 0))
     record = RunRecord(run_dir, cfg, tag)
     record.update(split=split.describe(), device=str(device))
+    judged = " (a forget list, judged like random samples)" if split.scenario == "list" else ""
     log.info(
-        "%s on %s/%s: forget %s (%d samples), retain %d, device %s",
+        "%s on %s/%s: forget %s (%d samples%s), retain %d, validation %d, device %s",
         cfg.method.name,
         cfg.dataset.name,
         cfg.model.name,
         split.tag,
         len(split.forget_idx),
+        judged,
         len(split.retain_idx),
+        len(split.validation_idx),
         device,
     )
     try:
-        models, seconds, method_metrics = build_models(cfg, split, device)
+        models, seconds, method_metrics, counts = build_models(cfg, split, device, typed)
         rows, details, confidences = evaluate_models(
-            models, seconds, split, device, cfg.evaluation, cfg.seed
+            models, seconds, split, device, typed.evaluation, cfg.seed, counts
         )
-        if "lira" in cfg.evaluation:
+        if "setup_seconds" in method_metrics:  # SISA: set-up before any deletion request
+            rows["unlearned"]["setup_s"] = method_metrics["setup_seconds"]
+        if typed.evaluation.lira is not None:
             add_lira(rows, models, split, cfg, device)
+        if cfg.evaluation.name == "ulira":
+            method_metrics.update(add_ulira(rows, models, split, cfg, device, cfg.method.name,
+                                            typed.method, typed.model.train))  # fmt: skip
         if cfg.evaluation.plots:
             write_plots(run_dir / "plots", details, confidences, split, cfg.method.name)
         write_outputs(run_dir, models["unlearned"], rows, cfg, split)
@@ -90,52 +101,76 @@ def run_experiment(cfg: DictConfig, run_dir: Path | str) -> dict:
     return record.data
 
 
+def role_labels(method: str) -> dict[str, str]:
+    return {
+        "original": "original",
+        "retrain": "retrain",
+        "retrain_other_seed": "retrain, other seed",
+        "unlearned": f"unlearned ({method})",
+    }
+
+
 def build_models(
-    cfg: DictConfig, split: ForgetSplit, device: torch.device
-) -> tuple[dict[str, nn.Module], dict[str, float | None], dict]:
-    """The original and retrained models (cached) and the unlearned one, with their costs."""
+    cfg: DictConfig, split: ForgetSplit, device: torch.device, typed: RunConfig | None = None
+) -> tuple[dict[str, nn.Module], dict[str, float | None], dict, dict[str, Cost | None]]:
+    """The original and retrained models (cached) and the unlearned one, with their wall
+    seconds, the method's own figures and the counted sample passes of each.
+
+    With `evaluation.noise_floor` a model retrained with the next seed joins them: how far two
+    exact retrainings lie apart, the level below which no method can be told from retraining.
+    """
+    typed = typed or validate_config(cfg)
     data = split.data
     cache = ModelCache(cfg.cache_dir)
-    train_cfg = cfg.model.train
+    train_cfg = typed.model.train
 
-    def fresh() -> nn.Module:
-        return build_model(cfg.model, data.input_shape, data.num_classes, cfg.seed)
+    def fresh(seed: int = cfg.seed) -> nn.Module:
+        return attach_counter(build_model(typed.model, data.input_shape, data.num_classes, seed))
 
     def train_original() -> nn.Module:
         model = fresh()
         train_classifier(model, data.x_train, data.y_train, train_cfg, device, cfg.seed,
-                         "original", feed=data.feed)  # fmt: skip
+                         "original", rows=split.trainable_idx, feed=data.feed)  # fmt: skip
         return model
 
-    def context() -> UnlearnContext:
-        return UnlearnContext(cfg.method, train_cfg, device, cfg.seed, fresh)
+    def context(seed: int = cfg.seed) -> UnlearnContext:
+        return UnlearnContext(train_cfg, device, seed, lambda: fresh(seed),
+                              typed.evaluation.batch_size)  # fmt: skip
 
     base_key = {
-        "dataset": dataset_key(cfg.dataset),
+        "dataset": dataset_key(cfg.dataset, split.data),
         "model": OmegaConf.to_container(cfg.model, resolve=True),
         "seed": cfg.seed,
         "device_type": device.type,
+        "validation": split.validation_fingerprint(),
     }
     original = cache.get_or_train("original", base_key, fresh, train_original)
-    retrain = METHODS.get("retrain")
-    reference = cache.get_or_train(
-        "retrain",
-        {**base_key, "forget": split.fingerprint()},
-        fresh,
-        lambda: retrain(original.model, split, context()),
-    )
+
+    def retrained(seed: int):
+        key = {**base_key, "seed": seed, "forget": split.fingerprint()}
+        return cache.get_or_train("retrain", key, lambda: fresh(seed),
+                                  lambda: run_method("retrain", original.model, split,
+                                                     context(seed)))  # fmt: skip
+
+    reference = retrained(cfg.seed)
     if cfg.method.name == "retrain":
-        # The reference *is* this method's result; its time is the measured retraining time.
-        unlearned, seconds, ctx = reference.model, reference.train_seconds, context()
+        # The reference *is* this method's result; its cost is the measured retraining cost.
+        unlearned, seconds, cost, ctx = (reference.model, reference.train_seconds,
+                                         reference.cost, context())  # fmt: skip
     else:
-        method, ctx = METHODS.get(cfg.method.name), context()
+        ctx = context()
         model = copy.deepcopy(original.model).to(device)
+        # One-time library and device set-up is not unlearning work: pay it before the timer.
+        warm_up(model, data.x_train[torch.as_tensor(split.forget_idx[:2])], device,
+                typed.method.uses_torch_func())  # fmt: skip
         seed_everything(cfg.seed)
-        start = time.perf_counter()
-        unlearned = method(model, split, ctx)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        seconds = time.perf_counter() - start - ctx.untimed_seconds
+        with counting() as counted:
+            start = time.perf_counter()
+            unlearned = run_method(cfg.method.name, model, split, ctx, typed.method)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            seconds = time.perf_counter() - start - ctx.untimed_seconds
+        cost = counted.minus(ctx.untimed_cost)
         if not gives_finite_outputs(unlearned, split, device):
             # The method left NaN/inf weights or outputs that its own guard (if any) did not
             # catch: the last good weights are the original's.
@@ -143,11 +178,22 @@ def build_models(
                         cfg.method.name)  # fmt: skip
             unlearned = copy.deepcopy(original.model).to(device)
             ctx.metrics["diverged"] = True
-    log.info("%s took %.2fs (retrain: %.2fs)", cfg.method.name, seconds, reference.train_seconds)
+    log.info("%s took %.2fs, %d sample passes (retrain: %.2fs, %d)", cfg.method.name, seconds,
+             cost.units, reference.train_seconds, reference.cost.units)  # fmt: skip
     models = {"original": original.model, "retrain": reference.model, "unlearned": unlearned}
     costs = {"original": None, "retrain": reference.train_seconds, "unlearned": seconds}
-    cache_info = {"original_hit": original.hit, "retrain_hit": reference.hit}
-    return {k: m.to(device) for k, m in models.items()}, costs, {**ctx.metrics, **cache_info}
+    counts: dict[str, Cost | None] = {"original": None, "retrain": reference.cost,
+                                      "unlearned": cost}  # fmt: skip
+    if typed.evaluation.noise_floor:
+        models["retrain_other_seed"] = retrained(cfg.seed + 1).model
+        costs["retrain_other_seed"], counts["retrain_other_seed"] = None, None
+    if ctx.untimed_seconds:
+        ctx.metrics.update(setup_seconds=ctx.untimed_seconds, setup_cost=ctx.untimed_cost.as_dict())
+    cache_info = {"original_hit": original.hit, "retrain_hit": reference.hit,
+                  "retrain_time_measured": "this run" if not reference.hit
+                  else "when its cache entry was made"}  # fmt: skip
+    models = {k: m.to(device) for k, m in models.items()}
+    return models, costs, {**ctx.metrics, **cache_info}, counts
 
 
 def gives_finite_outputs(model: nn.Module, split: ForgetSplit, device: torch.device) -> bool:
@@ -156,12 +202,12 @@ def gives_finite_outputs(model: nn.Module, split: ForgetSplit, device: torch.dev
         return False
     probe = np.concatenate([split.forget_idx[:256], split.retain_idx[:256]])
     x = split.data.x_train[torch.as_tensor(probe)]
-    return bool(torch.isfinite(predict_logits(model, x, device, 512)).all())
+    return bool(torch.isfinite(predict_logits(model, x, device, max(1, len(x)))).all())
 
 
 def write_plots(folder: Path, details: dict, confidences: dict, split: ForgetSplit,
                 method: str) -> None:  # fmt: skip
-    labels = {"original": "original", "retrain": "retrain", "unlearned": f"unlearned ({method})"}
+    labels = role_labels(method)
     forgotten = [split.data.classes[c] for c in split.forget_classes]
     per_class_accuracy_plot(details["per_class_test_acc"], labels, forgotten,
                             folder / "per_class_accuracy.png")  # fmt: skip
@@ -190,13 +236,14 @@ def write_outputs(
             "ensemble_members": len(getattr(unlearned, "members", [])) or None,
         },
     )
-    labels = {
-        "original": "original",
-        "retrain": "retrain",
-        "unlearned": f"unlearned ({cfg.method.name})",
-    }
-    frame = models_frame(rows, labels)
+    frame = models_frame(rows, role_labels(cfg.method.name))
     write_csv(frame, run_dir / "metrics.csv")
     title = f"{cfg.method.name} on {cfg.dataset.name}/{cfg.model.name}, forget {split.tag}"
-    out_console.print(metrics_by_model_table(frame, title))
+    caption = f"validation split: {len(split.validation_idx)} training samples held out"
+    if "retrain_other_seed" in rows:
+        floor = rows["retrain_other_seed"]["avg_gap"]
+        verdict = "within" if rows["unlearned"]["avg_gap"] <= floor else "outside"
+        caption = (f"noise floor (retrain, other seed): avg_gap {floor:.2f}; the unlearned model "
+                   f"is {verdict} it. " + caption)  # fmt: skip
+    out_console.print(metrics_by_model_table(frame, title, caption))
     log.info("results in %s", run_dir)

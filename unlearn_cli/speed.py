@@ -14,7 +14,6 @@ import logging
 from dataclasses import dataclass
 
 import torch
-from omegaconf import DictConfig
 from torch import nn
 
 log = logging.getLogger(__name__)
@@ -35,10 +34,10 @@ def has_conv(model: nn.Module) -> bool:
     return any(isinstance(m, nn.Conv2d) for m in model.modules())
 
 
-def speed_of(cfg: DictConfig, model: nn.Module, device: torch.device) -> Speed:
+def speed_of(cfg, model: nn.Module, device: torch.device) -> Speed:
     cuda = device.type == "cuda"
     bf16_ok = cuda and torch.cuda.is_bf16_supported()
-    compile_opt = cfg.get("compile", False)
+    compile_opt = cfg.compile
     backend = (
         None
         if compile_opt in (False, None)
@@ -47,8 +46,8 @@ def speed_of(cfg: DictConfig, model: nn.Module, device: torch.device) -> Speed:
         else str(compile_opt)
     )
     return Speed(
-        autocast=_switch(cfg.get("amp", "auto"), bf16_ok),
-        channels_last=_switch(cfg.get("channels_last", "auto"), cuda) and has_conv(model),
+        autocast=_switch(cfg.amp, bf16_ok),
+        channels_last=_switch(cfg.channels_last, cuda) and has_conv(model),
         compile_backend=backend,
     )
 

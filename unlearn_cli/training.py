@@ -11,6 +11,7 @@ import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -21,6 +22,7 @@ from torch import nn
 from unlearn_cli.console import progress_bar
 from unlearn_cli.data.feed import IN_MEMORY, TrainingFeed, augment_batch, batch_stream
 from unlearn_cli.errors import TrainingDiverged
+from unlearn_cli.options import Count, Momentum, NonNegative, Options, Positive, opt, parse
 from unlearn_cli.registry import Registry
 from unlearn_cli.speed import autocast, finish_training, prepare_batch, speed_of, training_module
 
@@ -33,6 +35,28 @@ OPTIMIZERS.register("adamw")(torch.optim.AdamW)
 # Full-batch L-BFGS on CE + (weight_decay/2)||w||^2: reaches the exact optimum of a convex model.
 OPTIMIZERS.register("lbfgs")(torch.optim.LBFGS)
 SCHEDULES = ("constant", "cosine", "onecycle")
+Switch = Literal["auto", True, False]
+
+
+@dataclass(frozen=True)
+class TrainOptions(Options):
+    """`model.train`: how the original, retrained, shadow and SISA models are trained."""
+
+    epochs: Count = opt(12, "training epochs (L-BFGS: steps of up to 100 iterations)")
+    batch_size: Count = opt(128, "mini-batch size (unused by lbfgs: full batch)")
+    optimizer: Literal["sgd", "adam", "adamw", "lbfgs"] = opt("adamw", "sgd | adam | adamw | lbfgs")
+    lr: Positive = opt(0.003, "learning rate (the peak of onecycle)")
+    momentum: Momentum = opt(0.9, "SGD momentum")
+    weight_decay: NonNegative = opt(0.0005, "weight decay (L2 strength for lbfgs)")
+    schedule: Literal["constant", "cosine", "onecycle"] = opt("onecycle", "learning-rate schedule")
+    amp: Switch = opt("auto", "bf16 autocast: auto = on for CUDA with bf16, off on the CPU")
+    channels_last: Switch = opt("auto", "conv nets: auto = on for CUDA")
+    compile: bool | str = opt(False, "torch.compile the training forward: false | true | backend")
+
+
+def train_options(node) -> TrainOptions:
+    """`model.train` as typed options (a DictConfig or dict node)."""
+    return node if isinstance(node, TrainOptions) else parse(TrainOptions, node, "model.train")
 
 
 def make_optimizer(
@@ -54,7 +78,7 @@ def make_scheduler(
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
     if name == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total_steps)
-    raise ValueError(f"unknown schedule {name!r}; use one of {SCHEDULES}")
+    raise AssertionError(f"unchecked schedule {name!r}")  # TrainOptions allows no other
 
 
 @dataclass
@@ -64,7 +88,7 @@ class TrainResult:
 
 
 def train_full_batch_lbfgs(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: DictConfig, device, description: str
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainOptions, device, description: str
 ) -> TrainResult:
     """`epochs` L-BFGS steps (up to 100 iterations each) on the L2-regularised mean loss."""
     start = time.perf_counter()
@@ -99,7 +123,7 @@ def train_classifier(
     model: nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,
-    cfg: DictConfig,
+    cfg: TrainOptions | DictConfig,
     device: torch.device,
     seed: int,
     description: str,
@@ -110,6 +134,7 @@ def train_classifier(
 
     On the `rows` of (x, y) (all if None), fed and augmented as the dataset's `feed` says.
     """
+    cfg = train_options(cfg)
     if cfg.optimizer == "lbfgs":
         if rows is not None:
             x, y = x[torch.as_tensor(rows)], y[torch.as_tensor(rows)]

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Annotated, Literal
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
@@ -17,6 +18,18 @@ from unlearn_cli.data.feed import TrainingFeed, default_workers
 from unlearn_cli.data.imagefolder import Listing, list_folder, load_folder
 from unlearn_cli.data.public import load_public
 from unlearn_cli.data.tabular import BUNDLED, load_table, tabular_dataset
+from unlearn_cli.errors import UserError
+from unlearn_cli.options import (
+    Count,
+    Natural,
+    NonNegative,
+    Options,
+    Positive,
+    Range,
+    fail,
+    opt,
+    parse,
+)
 from unlearn_cli.registry import Registry
 
 DatasetBuilder = Callable[[DictConfig, Path], ImageDataset]
@@ -24,6 +37,102 @@ DATASETS: Registry[DatasetBuilder] = Registry("dataset")
 
 # The train/test split never depends on the run seed: every run of a dataset shares one test set.
 SPLIT_SEED = 0
+
+ClassName = str | int | None  # a class name or index (digits' classes are "0".."9")
+TestShare = Annotated[float, Range(gt=0, lt=1)]
+Augment = list[Literal["crop", "flip"]]
+
+
+@dataclass(frozen=True)
+class AnimalMnistOptions(Options):
+    default_forget_class: ClassName = opt("elephant", "the class forgotten when none is given")
+    test_size: Annotated[int, Range(ge=10, le=9990)] = opt(2000, "test images (stratified)")
+    train_limit: Annotated[int, Range(ge=100)] | None = opt(
+        None, "train on a fixed stratified subset of this many images (null = all 8,000)"
+    )
+
+
+@dataclass(frozen=True)
+class DigitsOptions(Options):
+    default_forget_class: ClassName = opt("3", "the class forgotten when none is given")
+    test_size: Annotated[int, Range(ge=10, le=1787)] = opt(360, "test images (stratified)")
+
+
+@dataclass(frozen=True)
+class SyntheticOptions(Options):
+    default_forget_class: ClassName = opt("class1", "the class forgotten when none is given")
+    num_classes: Annotated[int, Range(ge=2)] = opt(4, "classes")
+    samples_per_class: Annotated[int, Range(ge=2)] = opt(60, "images per class")
+    image_size: Count = opt(8, "image side in pixels")
+    noise: NonNegative = opt(0.6, "Gaussian noise around each class prototype")
+    test_size: Count = opt(48, "test images (stratified)")
+    data_seed: Natural = opt(0, "the data are the same for every run seed")
+
+    def check(self, where: str) -> None:
+        total = self.num_classes * self.samples_per_class
+        if not self.num_classes <= self.test_size <= total - self.num_classes:
+            rule = f"between {self.num_classes} and {total - self.num_classes}"
+            raise fail(where, "test_size", f"{rule} (one per class each side)", self.test_size)
+
+
+@dataclass(frozen=True)
+class ImageFolderOptions(Options):
+    root: str | None = opt(None, "required: the folder of class folders")
+    image_size: Count = opt(32, "images are resized to image_size x image_size")
+    channels: Literal[1, 3] = opt(3, "3 = RGB, 1 = grayscale")
+    test_size: TestShare = opt(0.2, "test share (stratified), unless train/ and test/ exist")
+    default_forget_class: ClassName = opt(None, "give forget_class, forget_fraction or a list")
+    storage: Literal["auto", "memory", "disk"] = opt(
+        "auto", "disk: a memory-mapped store under cache_dir; auto: disk above memory_limit_mb"
+    )
+    memory_limit_mb: Positive = opt(2048, "decoded size above which storage=auto uses disk")
+    workers: Literal["auto"] | Natural = opt("auto", "DataLoader workers (auto: cores-1, max 4)")
+    augment: Augment = opt([], "training augmentation: any of crop, flip")
+
+    def check(self, where: str) -> None:
+        if self.root is None:
+            raise UserError(f"{where}.root is required: the folder of class folders "
+                            "(root/<class>/<image>)")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class PublicOptions(Options):
+    root: str = opt("${cache_dir}/datasets", "where the files are (or are downloaded to)")
+    download: bool = opt(True, "try to download missing files (needs internet)")
+    verify_checksums: bool = opt(True, "check pinned md5s before reading")
+    default_forget_class: ClassName = opt("cat", "the class forgotten when none is given")
+    augment: Augment = opt(["crop", "flip"], "training augmentation: any of crop, flip")
+
+
+@dataclass(frozen=True)
+class Cifar100Options(PublicOptions):
+    default_forget_class: ClassName = opt("elephant", "the class forgotten when none is given")
+
+
+@dataclass(frozen=True)
+class FashionMnistOptions(PublicOptions):
+    default_forget_class: ClassName = opt("Coat", "the class forgotten when none is given")
+
+
+@dataclass(frozen=True)
+class MnistOptions(PublicOptions):
+    default_forget_class: ClassName = opt("3 - three", "the class forgotten when none is given")
+    augment: Augment = opt(["crop"], "training augmentation (no flip: digits)")
+
+
+@dataclass(frozen=True)
+class TabularOptions(Options):
+    default_forget_class: ClassName = opt(None, "give forget_class or forget_fraction")
+    test_size: TestShare = opt(0.2, "test share (stratified)")
+    path: str | None = opt(None, "csv only: the file")
+    label_column: str = opt("label", "csv only: the column holding the class")
+
+
+@dataclass(frozen=True)
+class CsvOptions(TabularOptions):
+    def check(self, where: str) -> None:
+        if self.path is None:
+            raise UserError(f"{where}.path is required for dataset.name=csv: the CSV file")
 
 
 def stratified_split(labels: np.ndarray, test_size: int | float) -> tuple[np.ndarray, np.ndarray]:
@@ -36,16 +145,20 @@ def stratified_split(labels: np.ndarray, test_size: int | float) -> tuple[np.nda
     return np.sort(train_idx), np.sort(test_idx)
 
 
-@DATASETS.register("animal_mnist")
+@DATASETS.register("animal_mnist", AnimalMnistOptions)
 def animal_mnist(cfg: DictConfig, cache_dir: Path) -> ImageDataset:
     images, labels = animal_mnist_files.load_arrays(cache_dir)
     train_idx, test_idx = stratified_split(labels, cfg.test_size)
+    limit = cfg.get("train_limit")
+    if limit is not None and limit < len(train_idx):  # a smaller set the model can memorise
+        keep, _ = stratified_split(labels[train_idx], len(train_idx) - limit)
+        train_idx = train_idx[keep]
     return from_arrays(
         "animal_mnist", animal_mnist_files.CLASSES, images, labels, train_idx, test_idx, 255.0
     )
 
 
-@DATASETS.register("digits")
+@DATASETS.register("digits", DigitsOptions)
 def digits(cfg: DictConfig, cache_dir: Path) -> ImageDataset:
     from sklearn.datasets import load_digits  # bundled with scikit-learn, no download
 
@@ -56,7 +169,7 @@ def digits(cfg: DictConfig, cache_dir: Path) -> ImageDataset:
     return from_arrays("digits", classes, images, labels, train_idx, test_idx, 16.0)
 
 
-@DATASETS.register("synthetic")
+@DATASETS.register("synthetic", SyntheticOptions)
 def synthetic(cfg: DictConfig, cache_dir: Path) -> ImageDataset:
     """Each class is a random prototype image; samples are the prototype plus Gaussian noise."""
     rng = np.random.default_rng(cfg.data_seed)
@@ -84,7 +197,7 @@ def use_disk(cfg: DictConfig, listing: Listing) -> bool:
     return cfg.storage == "disk"
 
 
-@DATASETS.register("imagefolder")
+@DATASETS.register("imagefolder", ImageFolderOptions)
 def imagefolder(cfg: DictConfig, cache_dir: Path) -> ImageDataset:
     listing = list_folder(cfg)
     workers = loader_workers(cfg)
@@ -95,14 +208,16 @@ def imagefolder(cfg: DictConfig, cache_dir: Path) -> ImageDataset:
         return np.flatnonzero(listing.is_train[kept]), np.flatnonzero(~listing.is_train[kept])
 
     if use_disk(cfg, listing):
-        return disk_store.load_or_build(
+        data = disk_store.load_or_build(
             cfg, listing, cache_dir, workers, split_rule, augmentations(cfg)
         )
+        return replace(data, fingerprint=listing.fingerprint())
     images, labels, ids, kept = load_folder(cfg, listing, workers)
     train_idx, test_idx = split_rule(np.asarray(kept))
     data = from_arrays("imagefolder", listing.classes, images, labels, train_idx, test_idx, 255.0)
     return replace(data, train_ids=tuple(ids[i] for i in train_idx),
-                   feed=TrainingFeed(augment=augmentations(cfg)))  # fmt: skip
+                   feed=TrainingFeed(augment=augmentations(cfg)),
+                   fingerprint=listing.fingerprint())  # fmt: skip
 
 
 def public(cfg: DictConfig, cache_dir: Path) -> ImageDataset:
@@ -114,8 +229,10 @@ def public(cfg: DictConfig, cache_dir: Path) -> ImageDataset:
     return replace(data, feed=TrainingFeed(augment=augmentations(cfg)))
 
 
-for _name in ("cifar10", "cifar100", "mnist", "fashion_mnist"):
-    DATASETS.register(_name)(public)
+PUBLIC = {"cifar10": PublicOptions, "cifar100": Cifar100Options, "mnist": MnistOptions,
+          "fashion_mnist": FashionMnistOptions}  # fmt: skip
+for _name, _options in PUBLIC.items():
+    DATASETS.register(_name, _options)(public)
 
 
 def tabular(cfg: DictConfig, cache_dir: Path) -> ImageDataset:
@@ -125,8 +242,9 @@ def tabular(cfg: DictConfig, cache_dir: Path) -> ImageDataset:
     return tabular_dataset(cfg, train_idx, test_idx, x, y, classes)
 
 
-for _table in (*BUNDLED, "csv"):  # `dataset=tabular dataset.name=<table>`
-    DATASETS.register(_table)(tabular)
+for _table in BUNDLED:  # `dataset=tabular dataset.name=<table>`
+    DATASETS.register(_table, TabularOptions)(tabular)
+DATASETS.register("csv", CsvOptions)(tabular)
 
 
 # Options that change how data is loaded, never what is loaded: left out of model cache keys, so
@@ -134,10 +252,18 @@ for _table in (*BUNDLED, "csv"):  # `dataset=tabular dataset.name=<table>`
 LOADING_ONLY = ("storage", "memory_limit_mb", "workers")
 
 
-def dataset_key(cfg: DictConfig) -> dict:
-    """The dataset config as it enters model cache keys."""
-    data = OmegaConf.to_container(cfg, resolve=True)
-    return {k: v for k, v in data.items() if k not in LOADING_ONLY}
+def dataset_key(cfg: DictConfig, data: ImageDataset) -> dict:
+    """The dataset config as it enters model cache keys, with the content fingerprint of user
+    data (an image folder or CSV edited in place must not reuse models trained on the old)."""
+    key = OmegaConf.to_container(cfg, resolve=True)
+    key = {k: v for k, v in key.items() if k not in LOADING_ONLY}
+    return {**key, "content": data.fingerprint} if data.fingerprint else key
+
+
+def dataset_options(node) -> Options:
+    """The typed options of a `dataset` node (its `name` picks the schema)."""
+    DATASETS.get(node["name"])
+    return parse(DATASETS.options[node["name"]], node, "dataset")
 
 
 def load_dataset(cfg: DictConfig, cache_dir: Path | str) -> ImageDataset:

@@ -34,6 +34,9 @@ class ImageDataset:
     train_ids: tuple = ()
     # How training batches are delivered and augmented (in memory and unaugmented by default).
     feed: TrainingFeed = TrainingFeed()
+    # A hash of the user's data as read (file names, sizes and times of an image folder, the
+    # bytes of a CSV): model cache keys include it, so edited data never meets old models.
+    fingerprint: str = ""
 
     @property
     def num_classes(self) -> int:

@@ -41,11 +41,8 @@ def decoded_bytes(cfg: DictConfig, listing: Listing) -> int:
 
 
 def store_key(cfg: DictConfig, listing: Listing) -> str:
-    files = []
-    for path in listing.paths:
-        stat = path.stat()
-        files.append([str(path.relative_to(listing.root)), stat.st_size, stat.st_mtime_ns])
-    spec = {"version": STORE_VERSION, "root": str(listing.root.resolve()), "files": files,
+    spec = {"version": STORE_VERSION, "root": str(listing.root.resolve()),
+            "files": listing.fingerprint(),
             "image_size": int(cfg.image_size), "channels": int(cfg.channels),
             "test_size": float(cfg.test_size)}  # fmt: skip
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]

@@ -9,6 +9,7 @@ lists) are paths relative to the root, such as `elephant/1.jpg` or `train/elepha
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -119,6 +120,16 @@ class Listing:
 
     def ids(self, kept: Sequence[int]) -> list[str]:
         return [str(self.paths[i].relative_to(self.root)) for i in kept]
+
+    def fingerprint(self) -> str:
+        """A hash of every image's relative path, size and modification time: an edited,
+        added or removed file changes it without any image being decoded."""
+        digest = hashlib.sha256()
+        for path in self.paths:
+            stat = path.stat()
+            digest.update(f"{path.relative_to(self.root)}\0{stat.st_size}\0"
+                          f"{stat.st_mtime_ns}\n".encode())  # fmt: skip
+        return digest.hexdigest()[:16]
 
 
 def list_folder(cfg: DictConfig) -> Listing:

@@ -19,4 +19,5 @@ def split_from_config(data: ImageDataset, cfg: DictConfig) -> ForgetSplit:
     return make_split(
         data, cfg.forget_class, cfg.forget_fraction, cfg.dataset.default_forget_class, cfg.seed,
         forget_ids=ids, within_class=cfg.forget_within, list_name=forget_tag_of(cfg),
+        validation_fraction=cfg.validation_fraction,
     )  # fmt: skip

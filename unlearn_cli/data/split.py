@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +18,8 @@ log = logging.getLogger(__name__)
 
 
 MAX_LISTED_IDS = 1000  # metrics.json lists the forgotten ids up to this many, else hash + count
+# The validation split never depends on the run seed: every run of a dataset shares it.
+VALIDATION_SEED = 1
 
 
 @dataclass(frozen=True)
@@ -34,10 +36,24 @@ class ForgetSplit:
     retain_idx: np.ndarray
     forget_classes: tuple[int, ...]
     tag: str
+    from_list: bool = False  # the forget set is an explicit list of ids (a deletion request)
+    # Training rows held out from every model (never forgotten, never trained on): what methods
+    # may look at to make choices (stop rules, reference images); the test set is for evaluation.
+    validation_idx: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
 
     @property
     def scenario(self) -> str:
-        return "class" if self.forget_classes else "random"
+        """class | random | list. A list is judged like random samples (see `targets`)."""
+        if self.forget_classes:
+            return "class"
+        return "list" if self.from_list else "random"
+
+    @property
+    def targets(self) -> str:
+        """What unlearning aims at: `class` (never predict the class; forget_test holds its
+        unseen images) or `samples` (forget samples should look like unseen data, so stop
+        targets, references and the MIA non-members come from data the model never saw)."""
+        return "class" if self.forget_classes else "samples"
 
     @property
     def forget(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -48,6 +64,19 @@ class ForgetSplit:
     def retain(self) -> tuple[torch.Tensor, torch.Tensor]:
         idx = torch.as_tensor(self.retain_idx)
         return self.data.x_train[idx], self.data.y_train[idx]
+
+    @property
+    def trainable_idx(self) -> np.ndarray:
+        """The rows the original model trains on: forget and retain, never validation."""
+        return np.sort(np.concatenate([self.forget_idx, self.retain_idx]))
+
+    @property
+    def validation(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Validation samples of the remaining classes (unseen data, like `test`)."""
+        idx = torch.as_tensor(self.validation_idx)
+        x, y = self.data.x_train[idx], self.data.y_train[idx]
+        keep = ~torch.isin(y, torch.as_tensor(self.forget_classes, dtype=torch.int64))
+        return x[keep], y[keep]
 
     def _test_mask(self) -> torch.Tensor:
         forgotten = torch.as_tensor(self.forget_classes, dtype=torch.int64)
@@ -67,16 +96,23 @@ class ForgetSplit:
         """A short hash of exactly which training samples are forgotten (for cache keys, audits)."""
         return hashlib.sha256(np.sort(self.forget_idx).astype(np.int64).tobytes()).hexdigest()[:16]
 
+    def validation_fingerprint(self) -> str:
+        """A short hash of the held-out validation rows (they shape every model: cache keys)."""
+        rows = np.sort(self.validation_idx).astype(np.int64).tobytes()
+        return hashlib.sha256(rows).hexdigest()[:16]
+
     def describe(self) -> dict:
         ids = [self.data.ids()[i] for i in self.forget_idx]
         listed = {"forget_ids": ids} if len(ids) <= MAX_LISTED_IDS else {}
         return {
             **listed,
             "scenario": self.scenario,
+            "targets": self.targets,
             "tag": self.tag,
             "forget_classes": [self.data.classes[c] for c in self.forget_classes],
             "num_forget": int(len(self.forget_idx)),
             "num_retain": int(len(self.retain_idx)),
+            "num_validation": int(len(self.validation_idx)),
             "num_test": int(len(self.test[1])),
             "num_forget_test": int(len(self.forget_test[1])),
             "forget_fingerprint": self.fingerprint(),
@@ -122,6 +158,7 @@ def make_split(
     forget_ids: Sequence | None = None,
     within_class: object = None,
     list_name: str = "list",
+    validation_fraction: float = 0.05,
 ) -> ForgetSplit:
     """Choose the forget set from exactly one spec and split.
 
@@ -136,22 +173,46 @@ def make_split(
     if within_class is not None and forget_fraction is None:
         raise UserError("forget_within restricts forget_fraction; give forget_fraction with it")
     classes: tuple[int, ...] = ()
+    validation = validation_rows(data, validation_fraction)
     if forget_ids is not None:
         forget_idx = positions_of(data, forget_ids)
+        held_out = np.intersect1d(forget_idx, validation)
+        if len(held_out):
+            shown = ", ".join(str(data.ids()[i]) for i in held_out[:5])
+            raise UserError(f"{len(held_out)} id(s) of the forget list are in the validation "
+                            f"split, which no model trains on: {shown}")  # fmt: skip
         tag = list_name
     elif forget_fraction is not None:
-        forget_idx = random_share(data, float(forget_fraction), within_class, seed)
+        forget_idx = random_share(data, float(forget_fraction), within_class, seed, validation)
         tag = forget_tag(None, forget_fraction, None)
         if within_class is not None:
             tag += f"-of-{data.classes[resolve_class(within_class, data.classes)]}"
     else:
         classes, forget_idx = class_samples(data, default_class if forget_class is None
                                             else forget_class)  # fmt: skip
+        forget_idx = np.setdiff1d(forget_idx, validation)
         tag = forget_tag([data.classes[c] for c in classes], None, None)
-    if len(forget_idx) == data.num_train:
+    if len(forget_idx) == data.num_train - len(validation):
         raise UserError("the forget set is the whole training set; nothing would remain")
-    retain_idx = np.setdiff1d(np.arange(data.num_train), forget_idx, assume_unique=True)
-    return ForgetSplit(data, forget_idx, retain_idx, classes, tag)
+    trainable = np.setdiff1d(np.arange(data.num_train), validation)
+    retain_idx = np.setdiff1d(trainable, forget_idx, assume_unique=True)
+    return ForgetSplit(data, forget_idx, retain_idx, classes, tag,
+                       from_list=forget_ids is not None, validation_idx=validation)  # fmt: skip
+
+
+def validation_rows(data: ImageDataset, fraction: float) -> np.ndarray:
+    """A fixed, stratified share of the training rows (at least one per class with two or more
+    samples), the same for every run seed."""
+    if fraction <= 0:
+        return np.empty(0, dtype=np.int64)
+    labels = data.y_train.numpy()
+    rng = np.random.default_rng(VALIDATION_SEED)
+    chosen = []
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        k = min(len(members) - 1, max(1, int(round(fraction * len(members)))))
+        chosen.append(rng.choice(members, size=k, replace=False))
+    return np.sort(np.concatenate(chosen)).astype(np.int64)
 
 
 def class_samples(data: ImageDataset, spec: object) -> tuple[tuple[int, ...], np.ndarray]:
@@ -168,12 +229,14 @@ def class_samples(data: ImageDataset, spec: object) -> tuple[tuple[int, ...], np
     return classes, forget_idx
 
 
-def random_share(data: ImageDataset, fraction: float, within: object, seed: int) -> np.ndarray:
+def random_share(data: ImageDataset, fraction: float, within: object, seed: int,
+                 validation: np.ndarray) -> np.ndarray:  # fmt: skip
     if not 0.0 < fraction < 1.0:
         raise UserError(f"forget_fraction must be strictly between 0 and 1, got {fraction}")
     pool = np.arange(data.num_train)
     if within is not None:
         pool = np.flatnonzero(data.y_train.numpy() == resolve_class(within, data.classes))
+    pool = np.setdiff1d(pool, validation)
     count = int(round(fraction * len(pool)))
     if count < 1 or count >= data.num_train:
         raise UserError(f"forget_fraction={fraction} selects {count} of {len(pool)} samples")

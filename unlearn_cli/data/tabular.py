@@ -6,6 +6,7 @@ are standardised one by one with statistics of the training part.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -65,4 +66,9 @@ def tabular_dataset(cfg: DictConfig, train_idx, test_idx, x, y, classes) -> Imag
         x_test=to_rows(x_test).contiguous(),
         y_test=torch.as_tensor(y[test_idx]),
         train_ids=tuple(int(i) for i in train_idx),
+        fingerprint=file_sha256(Path(str(cfg.path))) if cfg.name == "csv" else "",
     )
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]

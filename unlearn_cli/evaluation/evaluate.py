@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from omegaconf import DictConfig
 from torch import nn
 
 from unlearn_cli.data.split import ForgetSplit
@@ -21,6 +20,7 @@ from unlearn_cli.evaluation.metrics import (
     true_class_confidence,
     view_logits,
 )
+from unlearn_cli.evaluation.options import EvaluationOptions
 
 
 def evaluate_models(
@@ -28,8 +28,9 @@ def evaluate_models(
     seconds: dict[str, float | None],
     split: ForgetSplit,
     device,
-    cfg: DictConfig,
+    cfg: EvaluationOptions,
     seed: int,
+    counts: dict | None = None,
 ) -> tuple[dict[str, dict], dict, dict]:
     """Per-model metric rows (gaps and costs included), per-class details for metrics.json, and
     each model's true-class confidences on forget and test samples (for the plots)."""
@@ -44,7 +45,7 @@ def evaluate_models(
         for role in models
     }
     add_gaps(rows)
-    add_costs(rows, seconds)
+    add_costs(rows, seconds, counts)
     for role in models:
         for view in ("forget", "test"):
             rows[role].update(output_closeness(logits[role][view], logits["retrain"][view], view))

@@ -1,4 +1,4 @@
-"""Metric definitions of DESIGN.md section 6, on percentages 0-100.
+"""Metric definitions of docs/metrics.md, on percentages 0-100.
 
 forget/retain/test/forget_test accuracy; UA = 100 - forget_acc, RA = retain_acc, TA = test_acc;
 MIA-efficacy (an RBF SVC on true-class confidence, retain = member vs test = non-member, applied to
@@ -8,8 +8,6 @@ the forget set); mia_auc (ROC-AUC of the loss separating forget from non-member 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -19,40 +17,9 @@ from sklearn.svm import SVC
 from torch import nn
 
 from unlearn_cli.data.split import ForgetSplit
+from unlearn_cli.inference import accuracy, eval_mode, predict_logits  # noqa: F401 (re-exported)
 
 GAP_METRICS = ("UA", "RA", "TA", "MIA")
-
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Eval mode for the block, then every submodule back in the mode it was in."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for module, training in modes:
-            module.training = training
-
-
-@torch.no_grad()
-def predict_logits(
-    model: nn.Module, x: torch.Tensor, device: torch.device, batch_size: int
-) -> torch.Tensor:
-    """Logits for `x` in eval mode, computed in batches on `device`, returned on the CPU."""
-    with eval_mode(model):
-        out = [
-            model(x[i : i + batch_size].to(device)).float().cpu()
-            for i in range(0, len(x), batch_size)
-        ]
-    return torch.cat(out) if out else torch.empty(0)
-
-
-def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
-    """Percent correct; NaN for an empty set (e.g. forget_test under random forgetting)."""
-    if len(y) == 0:
-        return math.nan
-    return 100.0 * (logits.argmax(dim=1) == y).float().mean().item()
 
 
 def true_class_confidence(logits: torch.Tensor, y: torch.Tensor) -> np.ndarray:
@@ -135,19 +102,6 @@ def core_metrics(
     }
 
 
-def evaluate_model(
-    model: nn.Module,
-    split: ForgetSplit,
-    device: torch.device,
-    batch_size: int,
-    seed: int,
-    mia_max_per_side: int,
-) -> dict[str, float]:
-    """All core accuracy and privacy metrics of one model on one split."""
-    logits, labels = view_logits(model, split, device, batch_size)
-    return core_metrics(logits, labels, split.scenario, seed, mia_max_per_side)
-
-
 def add_gaps(rows: dict[str, dict[str, float]], reference: str = "retrain") -> None:
     """Add |m - m_retrain| for UA, RA, TA, MIA and their mean `avg_gap` to every row, in place."""
     ref = rows[reference]
@@ -158,10 +112,22 @@ def add_gaps(rows: dict[str, dict[str, float]], reference: str = "retrain") -> N
         row["avg_gap"] = float(np.mean(gaps))
 
 
-def add_costs(rows: dict[str, dict[str, float]], seconds: dict[str, float | None]) -> None:
-    """time_s of each model's unlearning step and speedup = retrain time_s / time_s."""
+def add_costs(
+    rows: dict[str, dict[str, float]], seconds: dict[str, float | None], counts: dict | None = None
+) -> None:
+    """time_s of each model's unlearning step and speedup = retrain time_s / time_s; with the
+    counted sample passes (`cost.Cost`), grad_samples, forward_samples, cost_units and
+    cost_ratio = retrain's cost_units / this one's."""
     retrain_s = seconds["retrain"]
+    counts = counts or {}
+    retrain_units = counts["retrain"].units if counts.get("retrain") else None
     for name, row in rows.items():
         s = seconds.get(name)
         row["time_s"] = math.nan if s is None else s
         row["speedup"] = math.nan if not s or retrain_s is None else retrain_s / s
+        cost = counts.get(name)
+        if cost is None:
+            continue
+        row.update(grad_samples=cost.grad_samples, forward_samples=cost.forward_samples,
+                   cost_units=cost.units)  # fmt: skip
+        row["cost_ratio"] = retrain_units / cost.units if retrain_units and cost.units else math.nan

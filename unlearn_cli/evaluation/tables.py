@@ -13,9 +13,9 @@ from unlearn_cli.atomic import atomic_write
 MODEL_COLUMNS = (
     "forget_acc", "retain_acc", "test_acc", "forget_test_acc",
     "UA", "RA", "TA", "MIA", "mia_auc", "mia_conf", "mia_entropy", "mia_m_entropy",
-    "avg_gap", "time_s", "speedup",
+    "avg_gap", "time_s", "speedup", "cost_units", "cost_ratio", "setup_s",
     "agree_forget", "js_forget", "kl_forget", "agree_test", "js_test", "kl_test",
-    "weight_distance", "lira_member",
+    "weight_distance", "lira_member", "ulira_member",
 )  # fmt: skip
 
 
@@ -23,6 +23,8 @@ def fmt(value: object) -> str:
     if isinstance(value, float):
         if math.isnan(value):
             return "-"
+        if value.is_integer() and abs(value) >= 1000:  # counts
+            return f"{int(value):,}"
         return f"{value:.3f}" if 0 < abs(value) < 1 else f"{value:.2f}"
     return str(value)
 
@@ -42,13 +44,15 @@ def write_csv(frame: pd.DataFrame, path) -> None:
     atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))
 
 
-def metrics_by_model_table(frame: pd.DataFrame, title: str) -> Table:
-    """Metrics as rows and models as columns: three models fit any terminal width."""
-    table = Table(title=title, header_style="bold")
+def metrics_by_model_table(frame: pd.DataFrame, title: str, caption: str | None = None) -> Table:
+    """Metrics as rows and models as columns: a few models fit any terminal width."""
+    table = Table(title=title, header_style="bold", caption=caption)
     table.add_column("metric")
     for name in frame["name"]:
         table.add_column(str(name), justify="right")
     for col in MODEL_COLUMNS:
+        if frame[col].isna().all():
+            continue  # nobody computed it (e.g. lira_member without evaluation=lira)
         table.add_row(col, *(fmt(v) for v in frame[col]))
     return table
 

@@ -1,20 +1,29 @@
-"""Unlearning methods: one module per method, named like its config and registry key."""
+"""Unlearning methods: one module per method, named like its config and registry key.
 
-from unlearn_cli.methods import (  # noqa: F401  (importing registers them)
-    adversarial,
-    boundary_shrink,
-    finetune,
-    fisher,
-    influence,
-    l1_sparse,
-    negative_gradient,
-    random_label,
-    retrain,
-    salun,
-    scrub,
-    sisa,
-    ssd,
+Every module of this package is imported, so a new method is its module (registered with
+`@METHODS.register`) and its `configs/method/<name>.yaml`, nothing else.
+"""
+
+import importlib
+import pkgutil
+
+from unlearn_cli.methods.base import (
+    METHODS,
+    UnlearnContext,
+    UnlearnMethod,
+    method_options,
+    options_type,
+    run_method,
 )
-from unlearn_cli.methods.base import METHODS, UnlearnContext, UnlearnMethod
 
-__all__ = ["METHODS", "UnlearnContext", "UnlearnMethod"]
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
+
+__all__ = [
+    "METHODS",
+    "UnlearnContext",
+    "UnlearnMethod",
+    "method_options",
+    "options_type",
+    "run_method",
+]

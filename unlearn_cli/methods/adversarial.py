@@ -5,7 +5,8 @@ knows). A discriminator, an MLP on softmax output vectors (num_classes -> 512 ->
 to tell the model's outputs on forget samples ("fake") from a frozen copy of the original model's
 outputs on reference samples ("real"); the model learns to fool it. Reference samples: for class
 forgetting, retain samples (confident predictions of *other* classes); for random forgetting,
-held-out test images, unlabelled (what the model shows on data it never trained on). A retain term
+held-out validation images, unlabelled (what the model shows on data it never trained on; never
+the test set, on which MIA and TA are measured). A retain term
 (cross-entropy, or KL to the frozen original) keeps the model from collapsing.
 """
 
@@ -14,6 +15,8 @@ from __future__ import annotations
 import copy
 import logging
 import math
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -21,17 +24,36 @@ from torch import nn
 
 from unlearn_cli.console import progress_bar
 from unlearn_cli.data.split import ForgetSplit
-from unlearn_cli.evaluation.metrics import predict_logits
+from unlearn_cli.inference import predict_logits
 from unlearn_cli.methods.base import METHODS, UnlearnContext
 from unlearn_cli.methods.common import (
     DivergenceGuard,
     endless_batches,
     forget_and_retain_batches,
     retain_batches,
-    start_finetuning,
+    to_train_mode,
 )
+from unlearn_cli.options import Count, Momentum, NonNegative, Options, Positive, opt
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AdversarialOptions(Options):
+    renamed = {"epochs": "forget_epochs"}
+    forget_epochs: Count = opt(3, "passes over the forget set")
+    batch_size: Count = opt(64, "mini-batch size")
+    gen_lr: Positive = opt(0.0001, "the model's (generator's) Adam learning rate")
+    disc_lr: Positive = opt(0.001, "the discriminator's Adam learning rate")
+    beta1: Momentum = opt(0.5, "Adam beta1 of both optimizers")
+    beta2: Momentum = opt(0.999, "Adam beta2 of both optimizers")
+    weight_decay: NonNegative = opt(0.0005, "weight decay of both optimizers")
+    reference: Literal["auto", "retain", "heldout"] = opt(
+        "auto", "the 'real' samples; auto: retain for a class, heldout for samples"
+    )
+    retain_loss: Literal["ce", "kl"] = opt("ce", "ce, or kl to the frozen original")
+    retain_weight: NonNegative = opt(1.0, "multiplier of the retain term")
+    freeze_norm: bool = opt(True, "keep the original model's batch-norm statistics")
 
 
 def discriminator(num_classes: int) -> nn.Module:
@@ -48,38 +70,41 @@ def reference_batches(split: ForgetSplit, choice: str, device, batch_size: int, 
         choice = "retain" if split.scenario == "class" else "heldout"
     if choice == "retain":
         return retain_batches(split, device, batch_size, gen)
-    if choice == "heldout":
-        data = split.data
-        return endless_batches(data.x_test.to(device), data.y_test.to(device), batch_size, gen)
-    raise ValueError(f"method.reference must be auto, retain or heldout, not {choice!r}")
+    if choice == "heldout":  # the validation split: unseen by every model, never the test set
+        x, y = split.validation
+        return endless_batches(x.to(device), y.to(device), batch_size, gen)
+    raise AssertionError(f"unchecked reference {choice!r}")  # the schema allows no other
 
 
 def retain_loss(kind: str, model: nn.Module, frozen: nn.Module, x, y) -> torch.Tensor:
     logits = model(x)
     if kind == "ce":
         return F.cross_entropy(logits, y)
+    # kl: the original's outputs on the same retain batch
     with torch.no_grad():
         target = F.softmax(frozen(x), dim=1)
     return F.kl_div(F.log_softmax(logits, dim=1), target, reduction="batchmean")
 
 
 @METHODS.register("adversarial")
-def adversarial(model: nn.Module, split: ForgetSplit, ctx: UnlearnContext) -> nn.Module:
-    cfg, device = ctx.cfg, ctx.device
-    start_finetuning(model, ctx)
+def adversarial(
+    model: nn.Module, split: ForgetSplit, ctx: UnlearnContext, opts: AdversarialOptions
+) -> nn.Module:
+    device = ctx.device
+    to_train_mode(model, device, opts.freeze_norm)
     frozen = copy.deepcopy(model).eval().requires_grad_(False)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(ctx.seed)  # the same seed gives the same discriminator
         disc = discriminator(split.data.num_classes).to(device)
-    betas = (cfg.beta1, cfg.beta2)
-    opt_d = torch.optim.Adam(disc.parameters(), cfg.disc_lr, betas, weight_decay=cfg.weight_decay)
-    opt_g = torch.optim.Adam(model.parameters(), cfg.gen_lr, betas, weight_decay=cfg.weight_decay)
-    steps_per_epoch = math.ceil(len(split.forget_idx) / cfg.batch_size)
-    total = cfg.epochs * steps_per_epoch
+    betas = (opts.beta1, opts.beta2)
+    opt_d = torch.optim.Adam(disc.parameters(), opts.disc_lr, betas, weight_decay=opts.weight_decay)
+    opt_g = torch.optim.Adam(model.parameters(), opts.gen_lr, betas, weight_decay=opts.weight_decay)
+    steps_per_epoch = math.ceil(len(split.forget_idx) / opts.batch_size)
+    total = opts.forget_epochs * steps_per_epoch
     scheds = [torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=total) for o in (opt_d, opt_g)]
     gen = torch.Generator().manual_seed(ctx.seed)
-    forget, retain = forget_and_retain_batches(split, device, cfg.batch_size, gen)
-    reference = reference_batches(split, cfg.reference, device, cfg.batch_size, gen)
+    forget, retain = forget_and_retain_batches(split, device, opts.batch_size, gen)
+    reference = reference_batches(split, opts.reference, device, opts.batch_size, gen)
     # The discriminator outputs the probability that an output vector is forget-like ("fake").
     guard, real, fake = DivergenceGuard(model), 0.0, 1.0
     bce = F.binary_cross_entropy_with_logits
@@ -101,8 +126,8 @@ def adversarial(model: nn.Module, split: ForgetSplit, ctx: UnlearnContext) -> nn
             score = disc(F.softmax(model(xf), dim=1))
             g_loss = bce(score, torch.full_like(score, real))
             xr, yr = next(retain)
-            g_loss = g_loss + cfg.retain_weight * retain_loss(
-                cfg.retain_loss, model, frozen, xr, yr
+            g_loss = g_loss + opts.retain_weight * retain_loss(
+                opts.retain_loss, model, frozen, xr, yr
             )
             opt_g.zero_grad(set_to_none=True)
             g_loss.backward()
@@ -136,7 +161,7 @@ def adversarial_report(
     def disc_score(net: nn.Module, x: torch.Tensor) -> float:
         if len(x) == 0:
             return math.nan
-        probs = F.softmax(predict_logits(net, x, device, 2048), dim=1).to(device)
+        probs = F.softmax(predict_logits(net, x, device, ctx.predict_batch_size), dim=1).to(device)
         return float(torch.sigmoid(disc(probs)).mean())
 
     report = {
@@ -146,7 +171,7 @@ def adversarial_report(
     x, y = split.forget_test if split.scenario == "class" else split.forget
     if split.scenario == "class":
         report["disc_score_forget_test"] = disc_score(model, x)
-    probs = F.softmax(predict_logits(model, x, device, 2048), dim=1)
+    probs = F.softmax(predict_logits(model, x, device, ctx.predict_batch_size), dim=1)
     report["forgotten_misclassified_pct"] = 100.0 * float((probs.argmax(1) != y).float().mean())
     top = probs[:shown].topk(min(3, probs.shape[1]), dim=1)
     report["examples_top3"] = [
@@ -158,7 +183,8 @@ def adversarial_report(
     ]
     for example in report["examples_top3"]:
         log.info(
-            "a %s now looks like: %s",
+            "%s %s now looks like: %s",
+            "an" if example["true"][:1].lower() in "aeiou" else "a",
             example["true"],
             ", ".join(f"{c} {p:.2f}" for c, p in example["top3"]),
         )

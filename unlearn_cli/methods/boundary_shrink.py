@@ -10,19 +10,29 @@ relabelled forget samples alone (`retain_weight: 0`); a retain batch per step (o
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from unlearn_cli.data.split import ForgetSplit
-from unlearn_cli.evaluation.metrics import eval_mode
+from unlearn_cli.inference import eval_mode
 from unlearn_cli.methods.base import METHODS, UnlearnContext
-from unlearn_cli.methods.common import (
-    endless_batches,
-    forget_and_retain_batches,
-    start_finetuning,
-)
-from unlearn_cli.methods.finetuning import finetune_loop, steps_for
+from unlearn_cli.methods.common import endless_batches, retain_batches
+from unlearn_cli.methods.step_loop import StepLoopOptions, prepare, step_loop, steps_for
+from unlearn_cli.options import Count, NonNegative, Positive, opt
+
+
+@dataclass(frozen=True)
+class BoundaryShrinkOptions(StepLoopOptions):
+    renamed = {"epochs": "forget_epochs"}
+    fgsm_eps: Positive = opt(0.25, "FGSM step in standardised pixel units")
+    forget_epochs: Count = opt(3, "passes over the forget set")
+    lr: Positive = opt(0.003, "learning rate (cosine-annealed to 0)")
+    retain_weight: NonNegative = opt(
+        1.0, "multiplier of a retain batch's cross-entropy per step; 0 = the paper's forget-only"
+    )
 
 
 def nearest_wrong_labels(
@@ -40,27 +50,30 @@ def nearest_wrong_labels(
 
 
 @METHODS.register("boundary_shrink")
-def boundary_shrink(model: nn.Module, split: ForgetSplit, ctx: UnlearnContext) -> nn.Module:
-    cfg, device = ctx.cfg, ctx.device
-    start_finetuning(model, ctx)
+def boundary_shrink(
+    model: nn.Module, split: ForgetSplit, ctx: UnlearnContext, opts: BoundaryShrinkOptions
+) -> nn.Module:
+    device, size = ctx.device, ctx.predict_batch_size
+    prepare(model, ctx, opts)
     x, y = (t.to(device) for t in split.forget)
     neighbours = torch.cat([
-        nearest_wrong_labels(model, x[i : i + 512], y[i : i + 512], cfg.fgsm_eps)
-        for i in range(0, len(y), 512)
+        nearest_wrong_labels(model, x[i : i + size], y[i : i + size], opts.fgsm_eps)
+        for i in range(0, len(y), size)
     ])  # fmt: skip
     classes = split.data.classes
     counts = torch.bincount(neighbours, minlength=len(classes)).tolist()
     ctx.metrics["neighbour_labels"] = {classes[c]: n for c, n in enumerate(counts) if n}
     gen = torch.Generator().manual_seed(ctx.seed)
-    batches = endless_batches(x, neighbours, cfg.batch_size, gen)
-    _, retain = forget_and_retain_batches(split, device, cfg.batch_size, gen)
+    batches = endless_batches(x, neighbours, opts.batch_size, gen)
+    retain = retain_batches(split, device, opts.batch_size, gen)
 
     def loss(step: int) -> torch.Tensor:
         xb, yb = next(batches)
         value = F.cross_entropy(model(xb), yb)
-        if cfg.retain_weight > 0:  # our addition: a retain batch per step (0 = the paper's)
+        if opts.retain_weight > 0:  # our addition: a retain batch per step (0 = the paper's)
             xr, yr = next(retain)
-            value = value + cfg.retain_weight * F.cross_entropy(model(xr), yr)
+            value = value + opts.retain_weight * F.cross_entropy(model(xr), yr)
         return value
 
-    return finetune_loop(model, split, ctx, steps_for(split, cfg), loss, "boundary_shrink")
+    steps = steps_for(split, opts.forget_epochs, opts.batch_size)
+    return step_loop(model, split, ctx, opts, steps, loss, "boundary_shrink")

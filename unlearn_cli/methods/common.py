@@ -12,29 +12,31 @@ from torch import nn
 
 from unlearn_cli.data.feed import batch_stream
 from unlearn_cli.data.split import ForgetSplit
-from unlearn_cli.evaluation.metrics import accuracy, predict_logits
+from unlearn_cli.inference import accuracy, predict_logits
+from unlearn_cli.methods.base import UnlearnContext
 
 log = logging.getLogger(__name__)
 
 
-def forget_accuracy(model: nn.Module, split: ForgetSplit, device: torch.device) -> float:
+def forget_accuracy(model: nn.Module, split: ForgetSplit, ctx: UnlearnContext) -> float:
     x, y = split.forget
-    return accuracy(predict_logits(model, x, device, 2048), y)
+    return accuracy(predict_logits(model, x, ctx.device, ctx.predict_batch_size), y)
 
 
-def forget_target(model: nn.Module, split: ForgetSplit, device: torch.device, target) -> float:
+def forget_target(model: nn.Module, split: ForgetSplit, ctx: UnlearnContext, target) -> float:
     """The forget accuracy at which unlearning should stop.
 
     `auto`: what a retrained model shows. For class forgetting it never predicts the forgotten
-    class, so 0; for random forgetting the forget samples are unseen data to it, so about the
-    model's own test accuracy (measured now, on the untouched model).
+    class, so 0; for forgotten samples they are unseen data to it, so about the model's own
+    accuracy on unseen data: measured now, on the untouched model, on the validation split
+    (never on the test set, which is for evaluation only).
     """
     if target != "auto":
         return float(target)
-    if split.scenario == "class":
+    if split.targets == "class":
         return 0.0
-    x, y = split.test
-    return accuracy(predict_logits(model, x, device, 2048), y)
+    x, y = split.validation
+    return accuracy(predict_logits(model, x, ctx.device, ctx.predict_batch_size), y)
 
 
 def endless_batches(
@@ -87,10 +89,10 @@ def freeze_norm_layers(model: nn.Module) -> None:
             module.eval()
 
 
-def start_finetuning(model: nn.Module, ctx) -> None:
-    """Move the model to the run's device in train mode, batch norm frozen if the method says so."""
-    model.to(ctx.device).train()
-    if ctx.cfg.get("freeze_norm", False):
+def to_train_mode(model: nn.Module, device: torch.device, freeze_norm: bool) -> None:
+    """Move the model to the run's device in train mode, batch norm frozen if asked."""
+    model.to(device).train()
+    if freeze_norm:
         freeze_norm_layers(model)
 
 

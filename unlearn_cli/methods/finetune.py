@@ -1,6 +1,11 @@
-"""finetune: keep training on the retain set only and let catastrophic forgetting do the rest."""
+"""finetune: keep training on the retain set only and let catastrophic forgetting do the rest.
+
+loss = CE(retain batch), for `retain_epochs` passes over the retain set (the standard baseline).
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -8,19 +13,31 @@ from torch import nn
 
 from unlearn_cli.data.split import ForgetSplit
 from unlearn_cli.methods.base import METHODS, UnlearnContext
-from unlearn_cli.methods.common import forget_and_retain_batches, start_finetuning
-from unlearn_cli.methods.finetuning import finetune_loop, steps_for
+from unlearn_cli.methods.common import retain_batches
+from unlearn_cli.methods.step_loop import StepLoopOptions, prepare, step_loop, steps_for
+from unlearn_cli.options import Count, Positive, opt
+
+
+@dataclass(frozen=True)
+class FinetuneOptions(StepLoopOptions):
+    renamed = {"epochs": "retain_epochs"}
+    retain_epochs: Count = opt(2, "passes over the retain set")
+    batch_size: Count = opt(128, "mini-batch size")
+    lr: Positive = opt(0.02, "learning rate (cosine-annealed to 0)")
 
 
 @METHODS.register("finetune")
-def finetune(model: nn.Module, split: ForgetSplit, ctx: UnlearnContext) -> nn.Module:
-    start_finetuning(model, ctx)
-    gen = torch.Generator().manual_seed(ctx.seed)
-    _, retain = forget_and_retain_batches(split, ctx.device, ctx.cfg.batch_size, gen)
+def finetune(
+    model: nn.Module, split: ForgetSplit, ctx: UnlearnContext, opts: FinetuneOptions
+) -> nn.Module:
+    prepare(model, ctx, opts)
+    retain = retain_batches(
+        split, ctx.device, opts.batch_size, torch.Generator().manual_seed(ctx.seed)
+    )
 
     def loss(step: int) -> torch.Tensor:
         x, y = next(retain)
         return F.cross_entropy(model(x), y)
 
-    steps = steps_for(split, ctx.cfg, over="retain")
-    return finetune_loop(model, split, ctx, steps, loss, "finetune")
+    steps = steps_for(split, opts.retain_epochs, opts.batch_size, over="retain")
+    return step_loop(model, split, ctx, opts, steps, loss, "finetune")

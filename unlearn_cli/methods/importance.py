@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from unlearn_cli.evaluation.metrics import eval_mode
+from unlearn_cli.cost import add_grad, uncounted
+from unlearn_cli.inference import eval_mode
 
 
 def subsample(x: torch.Tensor, y: torch.Tensor, limit: int | None, seed: int, rows=None):
@@ -38,7 +39,8 @@ def diagonal_fisher(
 
     per_sample = vmap(grad(sample_loss), in_dims=(None, 0, 0))
     fisher = {n: torch.zeros_like(p) for n, p in params.items()}
-    with eval_mode(model):
+    add_grad(len(y))  # one traced call stands for every sample under vmap: counted here
+    with eval_mode(model), uncounted():
         for start in range(0, len(y), chunk):
             xb, yb = x[start : start + chunk].to(device), y[start : start + chunk].to(device)
             for name, g in per_sample(params, xb, yb).items():

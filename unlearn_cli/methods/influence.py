@@ -28,19 +28,63 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, hessian, jvp
 
+from unlearn_cli.cost import add_forward, add_grad, uncounted
 from unlearn_cli.data.feed import batch_stream
 from unlearn_cli.data.split import ForgetSplit
 from unlearn_cli.errors import UserError
-from unlearn_cli.evaluation.metrics import eval_mode
+from unlearn_cli.inference import eval_mode
 from unlearn_cli.methods.base import METHODS, UnlearnContext
+from unlearn_cli.options import Count, NonNegative, Options, Positive, Range, opt
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class InfluenceOptions(Options):
+    solver: Literal["exact", "cg", "last_layer"] = opt(
+        "last_layer", "exact (dense Hessian) | cg (Hessian-vector products) | last_layer"
+    )
+    gradient: Literal["auto", "retain", "forget"] = opt(
+        "auto", "retain = Newton on L_r; forget = influence form; auto: retain for a class"
+    )
+    newton_steps: Count = opt(6, "with gradient=retain: Newton iterations on L_r")
+    l2: NonNegative | None = opt(None, "L2 strength of the objective; null = train.weight_decay")
+    damping: NonNegative = opt(0.001, "added to the Hessian's diagonal")
+    scale_class: Positive = opt(1.0, "step multiplier for class forgetting")
+    scale_random: Positive = opt(5.0, "step multiplier for random forgetting")
+    hessian_samples: Count | None = opt(2000, "retain samples for the Hessian; null = all")
+    batch_size: Count = opt(512, "samples per gradient/Hessian batch")
+    max_exact_params: Count = opt(20000, "refuse a dense Hessian above this many parameters")
+    cg_iters: Count = opt(50, "conjugate-gradient iterations at most")
+    cg_tol: Positive = opt(0.0001, "conjugate-gradient relative residual to stop at")
+    noise_sigma: NonNegative = opt(0.0, "Gaussian noise on the updated weights (certified removal)")
+    noise_delta: Annotated[float, Range(gt=0, lt=1)] = opt(
+        0.00001, "the delta of the (epsilon, delta) figure reported with noise"
+    )
+
+    def uses_torch_func(self) -> bool:
+        return True
+
+    def check_model(self, model: nn.Module) -> None:
+        if self.solver == "cg":
+            return
+        target = model.head if self.solver == "last_layer" else model
+        count = sum(p.numel() for p in target.parameters() if p.requires_grad)
+        if count > self.max_exact_params:
+            raise UserError(
+                f"influence solver={self.solver} needs a dense {count}^2 Hessian, above "
+                f"method.max_exact_params={self.max_exact_params}; "
+                "use method.solver=cg or last_layer"
+            )
+
 
 Batches = list[tuple[torch.Tensor, torch.Tensor]]
 Loss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -125,17 +169,31 @@ def batched(x: torch.Tensor, y: torch.Tensor, size: int) -> Batches:
 
 
 def solve_newton(
-    obj: FlatObjective, theta: torch.Tensor, g: torch.Tensor, h_batches: Batches, cfg, reg: float
+    obj: FlatObjective,
+    theta: torch.Tensor,
+    g: torch.Tensor,
+    h_batches: Batches,
+    opts,
+    reg: float,
+    full_network: bool = True,
 ) -> tuple[torch.Tensor, dict]:
-    """(H + reg I)^-1 g with the configured solver."""
-    if cfg.solver in ("exact", "last_layer"):
-        if theta.numel() > cfg.max_exact_params:
+    """(H + reg I)^-1 g with the configured solver.
+
+    Cost counting (see cost.py): a dense Hessian is theta.numel() gradient evaluations per
+    sample (one traced call under torch.func), a Hessian-vector product about two; head-only
+    work (the last-layer solver) is not counted."""
+    n_h = sum(len(y) for _, y in h_batches)
+    if opts.solver in ("exact", "last_layer"):
+        if theta.numel() > opts.max_exact_params:
             raise UserError(
-                f"influence solver={cfg.solver} needs a dense {theta.numel()}^2 Hessian, above "
-                f"method.max_exact_params={cfg.max_exact_params}; "
+                f"influence solver={opts.solver} needs a dense {theta.numel()}^2 Hessian, above "
+                f"method.max_exact_params={opts.max_exact_params}; "
                 "use method.solver=cg or last_layer"
             )
-        h = mean_over(h_batches, lambda x, y: hessian(obj.loss)(theta, x, y))
+        with uncounted():
+            h = mean_over(h_batches, lambda x, y: hessian(obj.loss)(theta, x, y))
+        if full_network:
+            add_grad(theta.numel() * n_h)
         h = h + reg * torch.eye(len(theta), device=theta.device, dtype=theta.dtype)
         return torch.linalg.solve(h, g), {}
 
@@ -143,9 +201,13 @@ def solve_newton(
         def one(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             return jvp(lambda t: grad(obj.loss)(t, x, y), (theta,), (v,))[1]
 
-        return mean_over(h_batches, one) + reg * v
+        with uncounted():
+            out = mean_over(h_batches, one) + reg * v
+        if full_network:
+            add_grad(2 * n_h)
+        return out
 
-    return conjugate_gradient(hvp, g, cfg.cg_iters, cfg.cg_tol)
+    return conjugate_gradient(hvp, g, opts.cg_iters, opts.cg_tol)
 
 
 def is_linear(model: nn.Module) -> bool:
@@ -153,32 +215,33 @@ def is_linear(model: nn.Module) -> bool:
     return not any(p.requires_grad for p in model.features.parameters())
 
 
-def resolve_gradient(cfg, split: ForgetSplit, linear: bool = False) -> str:
+def resolve_gradient(opts, split: ForgetSplit, linear: bool = False) -> str:
     """auto: for a convex (linear) model, or when a whole class goes (a large removal one
     quadratic step models badly), iterate Newton to the retain optimum; for scattered samples
     in a deep net, the forget-sample form."""
-    if cfg.gradient == "auto":
+    if opts.gradient == "auto":
         return "retain" if linear or split.scenario == "class" else "forget"
-    if cfg.gradient not in ("retain", "forget"):
-        raise UserError(f"method.gradient must be auto, retain or forget, not {cfg.gradient!r}")
-    return cfg.gradient
+    return opts.gradient
 
 
-def step_scale(cfg, split: ForgetSplit, linear: bool = False) -> float:
+def step_scale(opts, split: ForgetSplit, linear: bool = False) -> float:
     """The step's multiplier; in a deep net one step underestimates the removal of scattered
     samples. A convex model's quadratic model is accurate: no scaling."""
-    if linear and cfg.gradient == "auto":
+    if linear and opts.gradient == "auto":
         return 1.0
-    return float(cfg.scale_class if split.scenario == "class" else cfg.scale_random)
+    return float(opts.scale_class if split.scenario == "class" else opts.scale_random)
 
 
 def solver_inputs(model: nn.Module, split: ForgetSplit, rows, device: torch.device,
-                  last_layer: bool):  # fmt: skip
+                  last_layer: bool, batch_size: int):  # fmt: skip
     """The training samples `rows` on the device; for the last-layer solver, their frozen
     features, computed batch by batch (streamed from disk for a large image folder)."""
     data = split.data
     if last_layer:
-        batches = batch_stream(data.x_train, data.y_train, 1024, None, device, data.feed, rows)
+        add_forward(len(rows))  # the network runs as model.features: counted here
+        batches = batch_stream(
+            data.x_train, data.y_train, batch_size, None, device, data.feed, rows
+        )
         with torch.no_grad():
             pairs = [(model.features(xb), yb) for xb, yb in batches]
         return torch.cat([f for f, _ in pairs]), torch.cat([t for _, t in pairs])
@@ -195,66 +258,91 @@ def retain_gradient(obj: FlatObjective, theta: torch.Tensor, retain: Batches, l2
     return mean_over(retain, lambda x, y: grad(obj.loss)(theta, x, y)) + l2 * theta
 
 
+def certified_epsilon_of(info: dict, l2: float, opts: InfluenceOptions, linear: bool) -> dict:
+    """The Gaussian mechanism's epsilon for the measured residual, where it means something.
+
+    The bound ||theta' - theta*_r|| <= ||grad L_r(theta')|| / l2 needs an l2-strongly convex
+    objective: a linear model (features without parameters), solved exactly (the last-layer
+    solver *is* exact on a linear model). On a deep net it certifies nothing, so no figure is
+    given. The Gaussian mechanism's sigma >= Delta sqrt(2 ln(1.25/delta)) / eps holds only for
+    eps < 1: larger values are flagged as not a valid guarantee.
+    """
+    if not (linear and l2 > 0 and opts.solver != "cg" and "gradient_residual_norm" in info):
+        return {"certified_epsilon": None,
+                "certified_epsilon_note": "not reported: the bound needs a linear model, l2 > 0 "
+                                          "and an exact solver"}  # fmt: skip
+    factor = math.sqrt(2 * math.log(1.25 / opts.noise_delta))
+    eps = info["gradient_residual_norm"] / l2 * factor / opts.noise_sigma
+    out = {"certified_epsilon": eps, "certified_epsilon_valid": eps < 1}
+    if eps >= 1:
+        out["certified_epsilon_note"] = ("epsilon >= 1: the Gaussian mechanism's bound holds only "
+                                         "for epsilon < 1, so this certifies nothing")  # fmt: skip
+        log.warning("influence: certified epsilon %.3g >= 1 is not a valid guarantee (raise "
+                    "method.noise_sigma)", eps)  # fmt: skip
+    return out
+
+
 @METHODS.register("influence")
-def influence(model: nn.Module, split: ForgetSplit, ctx: UnlearnContext) -> nn.Module:
-    cfg, device = ctx.cfg, ctx.device
-    l2 = float(ctx.train_cfg.weight_decay if cfg.l2 is None else cfg.l2)
+def influence(
+    model: nn.Module, split: ForgetSplit, ctx: UnlearnContext, opts: InfluenceOptions
+) -> nn.Module:
+    device = ctx.device
+    l2 = float(ctx.train_cfg.weight_decay if opts.l2 is None else opts.l2)
     model.to(device)
     with eval_mode(model), torch.enable_grad():
-        last_layer = cfg.solver == "last_layer"
+        last_layer = opts.solver == "last_layer"
         linear = is_linear(model)
         target: nn.Module = model.head if last_layer else model
-        x, y = solver_inputs(model, split, split.retain_idx, device, last_layer)
+        x, y = solver_inputs(model, split, split.retain_idx, device, last_layer,
+                             ctx.predict_batch_size)  # fmt: skip
         obj = FlatObjective(target)
         theta = obj.flat()
-        retain = batched(x, y, cfg.batch_size)
-        n_h = len(y) if cfg.hessian_samples is None else min(int(cfg.hessian_samples), len(y))
+        retain = batched(x, y, opts.batch_size)
+        n_h = len(y) if opts.hessian_samples is None else min(int(opts.hessian_samples), len(y))
         pick = torch.randperm(len(y), generator=torch.Generator().manual_seed(ctx.seed))[:n_h]
-        h_batches = batched(x[pick.to(device)], y[pick.to(device)], cfg.batch_size)
-        reg = l2 + float(cfg.damping)
-        if resolve_gradient(cfg, split, linear) == "forget":
+        h_batches = batched(x[pick.to(device)], y[pick.to(device)], opts.batch_size)
+        reg = l2 + float(opts.damping)
+        if resolve_gradient(opts, split, linear) == "forget":
             # Influence-function form: grad L_r(theta) assuming theta is the full optimum, from
             # the forget samples alone, so the original's own optimisation error is left alone.
-            fx, fy = solver_inputs(model, split, split.forget_idx, device, last_layer)
+            fx, fy = solver_inputs(model, split, split.forget_idx, device, last_layer,
+                                   ctx.predict_batch_size)  # fmt: skip
             k, n = len(fy), len(fy) + len(y)
             g_forget = mean_over(
-                batched(fx, fy, cfg.batch_size), lambda xb, yb: grad(obj.loss)(theta, xb, yb)
+                batched(fx, fy, opts.batch_size), lambda xb, yb: grad(obj.loss)(theta, xb, yb)
             )
             g = -(k / (n - k)) * (g_forget + l2 * theta)
-            step, info = solve_newton(obj, theta, g, h_batches, cfg, reg)
-            new_theta = theta - step_scale(cfg, split, linear) * step
+            step, info = solve_newton(obj, theta, g, h_batches, opts, reg, not last_layer)
+            new_theta = theta - step_scale(opts, split, linear) * step
         else:
             new_theta = theta
-            for _ in range(cfg.newton_steps):
+            for _ in range(opts.newton_steps):
                 g = retain_gradient(obj, new_theta, retain, l2)
-                step, info = solve_newton(obj, new_theta, g, h_batches, cfg, reg)
-                new_theta = new_theta - step_scale(cfg, split, linear) * step
+                step, info = solve_newton(obj, new_theta, g, h_batches, opts, reg,
+                                          not last_layer)  # fmt: skip
+                new_theta = new_theta - step_scale(opts, split, linear) * step
         info.update(
-            gradient=resolve_gradient(cfg, split, linear),
+            gradient=resolve_gradient(opts, split, linear),
             newton_steps=1
-            if resolve_gradient(cfg, split, linear) == "forget"
-            else cfg.newton_steps,
-            solver=cfg.solver,
+            if resolve_gradient(opts, split, linear) == "forget"
+            else opts.newton_steps,
+            solver=opts.solver,
             parameters=int(theta.numel()),
             l2=l2,
             step_norm=float((new_theta - theta).norm()),
         )
-        if cfg.solver != "cg":  # cheap here: report the certified-removal residual
+        if opts.solver != "cg":  # cheap here: report the certified-removal residual
             residual = retain_gradient(obj, new_theta, retain, l2)
             info["gradient_residual_norm"] = float(residual.norm())
-        if cfg.noise_sigma > 0:
+        if opts.noise_sigma > 0:
             gen = torch.Generator().manual_seed(ctx.seed)
-            noise = torch.randn(new_theta.shape, generator=gen).to(device) * cfg.noise_sigma
+            noise = torch.randn(new_theta.shape, generator=gen).to(device) * opts.noise_sigma
             new_theta = new_theta + noise
-            if l2 > 0 and "gradient_residual_norm" in info:
-                factor = math.sqrt(2 * math.log(1.25 / cfg.noise_delta))
-                info["certified_epsilon"] = (
-                    info["gradient_residual_norm"] / l2 * factor / cfg.noise_sigma
-                )
+            info.update(certified_epsilon_of(info, l2, opts, linear))
         obj.assign(new_theta)
     log.info(
         "influence (%s): %d parameters, step norm %.4g",
-        cfg.solver,
+        opts.solver,
         theta.numel(),
         info["step_norm"],
     )

@@ -1,10 +1,13 @@
 """l1_sparse: fine-tune on the retain set with an L1 penalty that decays linearly to zero.
 
 Jia et al. (NeurIPS 2023, "Model sparsity can simplify machine unlearning"):
-loss = CE(retain) + gamma_t * ||theta||_1 with gamma_t = gamma * (1 - t / T).
+loss = CE(retain) + gamma_t * ||theta||_1 with gamma_t = l1_gamma * (1 - t / T), for
+`retain_epochs` passes over the retain set.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -12,21 +15,33 @@ from torch import nn
 
 from unlearn_cli.data.split import ForgetSplit
 from unlearn_cli.methods.base import METHODS, UnlearnContext
-from unlearn_cli.methods.common import forget_and_retain_batches, start_finetuning
-from unlearn_cli.methods.finetuning import finetune_loop, steps_for
+from unlearn_cli.methods.common import retain_batches
+from unlearn_cli.methods.finetune import FinetuneOptions
+from unlearn_cli.methods.step_loop import prepare, step_loop, steps_for
+from unlearn_cli.options import NonNegative, opt
+
+
+@dataclass(frozen=True)
+class L1SparseOptions(FinetuneOptions):
+    """finetune's options (the same retain passes), plus the penalty's strength."""
+
+    l1_gamma: NonNegative = opt(0.003, "L1 strength at the first step, decaying linearly to 0")
 
 
 @METHODS.register("l1_sparse")
-def l1_sparse(model: nn.Module, split: ForgetSplit, ctx: UnlearnContext) -> nn.Module:
-    start_finetuning(model, ctx)
-    gen = torch.Generator().manual_seed(ctx.seed)
-    _, retain = forget_and_retain_batches(split, ctx.device, ctx.cfg.batch_size, gen)
-    total = steps_for(split, ctx.cfg, over="retain")
+def l1_sparse(
+    model: nn.Module, split: ForgetSplit, ctx: UnlearnContext, opts: L1SparseOptions
+) -> nn.Module:
+    prepare(model, ctx, opts)
+    retain = retain_batches(
+        split, ctx.device, opts.batch_size, torch.Generator().manual_seed(ctx.seed)
+    )
+    total = steps_for(split, opts.retain_epochs, opts.batch_size, over="retain")
 
     def loss(step: int) -> torch.Tensor:
         x, y = next(retain)
-        gamma = ctx.cfg.l1_gamma * (1.0 - step / total)
+        gamma = opts.l1_gamma * (1.0 - step / total)
         l1 = sum(p.abs().sum() for p in model.parameters())
         return F.cross_entropy(model(x), y) + gamma * l1
 
-    return finetune_loop(model, split, ctx, total, loss, "l1_sparse")
+    return step_loop(model, split, ctx, opts, total, loss, "l1_sparse")

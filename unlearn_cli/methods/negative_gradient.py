@@ -1,9 +1,9 @@
 """negative_gradient: gradient ascent on the forget loss, optionally anchored on retain data.
 
-loss = retain_weight * CE(retain batch) - (1 - retain_weight) * CE(forget batch). With
-retain_weight = 0 this is plain gradient ascent; about 0.95 is the NegGrad+ variant. Ascent has no
-natural end, so it stops once forget accuracy reaches what a retrained model would show (see
-`forget_target`), after `epochs` passes over the forget set (or `max_steps` steps) at the latest,
+loss = mix * CE(retain batch) - (1 - mix) * CE(forget batch), a convex mix. With mix = 0 this is
+plain gradient ascent; about 0.95 is the NegGrad+ variant. Ascent has no natural end, so it stops
+once forget accuracy reaches what a retrained model would show (see `forget_target`), after
+`forget_epochs` passes over the forget set (or `max_steps` steps) at the latest,
 or when a loss or weight stops being finite (the last good weights are restored).
 """
 
@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
@@ -24,28 +26,67 @@ from unlearn_cli.methods.common import (
     forget_accuracy,
     forget_and_retain_batches,
     forget_target,
-    start_finetuning,
+    to_train_mode,
+)
+from unlearn_cli.options import (
+    Count,
+    Momentum,
+    NonNegative,
+    Optimizer,
+    Options,
+    Positive,
+    Range,
+    Share,
+    opt,
 )
 from unlearn_cli.training import make_optimizer
 
 log = logging.getLogger(__name__)
 
+Percent = Annotated[float, Range(ge=0, le=100)]
+
+
+@dataclass(frozen=True)
+class NegativeGradientOptions(Options):
+    renamed = {"epochs": "forget_epochs", "retain_weight": "mix"}
+    forget_epochs: Count = opt(5, "most passes over the forget set")
+    max_steps: Count | None = opt(None, "or at most this many steps (overrides forget_epochs)")
+    batch_size: Count = opt(64, "mini-batch size")
+    optimizer: Optimizer = opt("sgd", "sgd | adam | adamw")
+    lr: Positive = opt(0.001, "learning rate")
+    momentum: Momentum = opt(0.9, "SGD momentum")
+    weight_decay: NonNegative = opt(0.0, "weight decay")
+    grad_clip: NonNegative = opt(5.0, "max gradient norm; 0 turns clipping off")
+    mix: Share = opt(0.95, "loss = mix * CE(retain) - (1 - mix) * CE(forget); 0 = plain ascent")
+    stop_target: Literal["auto", "never"] | Percent = opt(
+        "auto", "stop at this forget accuracy (%); auto = what retraining gives; never = budget"
+    )
+    check_every: Count = opt(1, "steps between forget-accuracy checks")
+    freeze_norm: bool = opt(True, "keep the original model's batch-norm statistics")
+
 
 @METHODS.register("negative_gradient")
-def negative_gradient(model: nn.Module, split: ForgetSplit, ctx: UnlearnContext) -> nn.Module:
-    cfg, device = ctx.cfg, ctx.device
-    start_finetuning(model, ctx)
+def negative_gradient(
+    model: nn.Module, split: ForgetSplit, ctx: UnlearnContext, opts: NegativeGradientOptions
+) -> nn.Module:
+    device = ctx.device
+    to_train_mode(model, device, opts.freeze_norm)
     generator = torch.Generator().manual_seed(ctx.seed)
     forget_batches, retain_batches = forget_and_retain_batches(
-        split, device, cfg.batch_size, generator
+        split, device, opts.batch_size, generator
     )
     optimizer = make_optimizer(
-        model.parameters(), cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum
+        model.parameters(), opts.optimizer, opts.lr, opts.weight_decay, opts.momentum
     )
-    target = forget_target(model, split, device, cfg.stop_target)
-    total_steps = cfg.max_steps or cfg.epochs * math.ceil(len(split.forget_idx) / cfg.batch_size)
-    guard, w = DivergenceGuard(model), float(cfg.retain_weight)
-    acc, steps, reason = forget_accuracy(model, split, device), 0, "step_budget"
+    target = (
+        -math.inf
+        if opts.stop_target == "never"
+        else forget_target(model, split, ctx, opts.stop_target)
+    )
+    per_epoch = math.ceil(len(split.forget_idx) / opts.batch_size)
+    total_steps = opts.max_steps or opts.forget_epochs * per_epoch
+    guard, w = DivergenceGuard(model), float(opts.mix)
+    acc, steps, reason = forget_accuracy(model, split, ctx), 0, "step_budget"
     with progress_bar("negative_gradient", total=total_steps) as bar:
         while steps < total_steps:
             if acc <= target:
@@ -58,23 +99,23 @@ def negative_gradient(model: nn.Module, split: ForgetSplit, ctx: UnlearnContext)
                 loss = loss + w * F.cross_entropy(model(xr), yr)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if cfg.grad_clip:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            if opts.grad_clip:
+                nn.utils.clip_grad_norm_(model.parameters(), opts.grad_clip)
             optimizer.step()
             steps += 1
             if not guard.check(loss):
                 reason = "diverged"
                 break
-            if steps % cfg.check_every == 0 or steps == total_steps:
+            if steps % opts.check_every == 0 or steps == total_steps:
                 guard.commit()
-                acc = forget_accuracy(model, split, device)
+                acc = forget_accuracy(model, split, ctx)
             bar.advance(status=f"forget acc {acc:.1f}% (target {target:.1f}%)")
     model.eval()
     log.info(
         "negative_gradient stopped after %d steps: %s (forget acc %.2f%%, target %.2f%%)",
         steps,
         reason,
-        forget_accuracy(model, split, device),
+        forget_accuracy(model, split, ctx),
         target,
     )
     ctx.metrics.update(

@@ -1,10 +1,13 @@
 """random_label: train forget samples towards random wrong labels, interleaved with retain batches.
 
 Each step takes one forget batch, relabelled with a uniformly random class other than its own,
-and one retain batch with true labels: loss = CE(forget, random wrong) + CE(retain, true).
+and one retain batch with true labels: loss = CE(forget, random wrong) + w * CE(retain, true),
+w = `retain_weight`; `forget_epochs` passes over the forget set.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -12,8 +15,17 @@ from torch import nn
 
 from unlearn_cli.data.split import ForgetSplit
 from unlearn_cli.methods.base import METHODS, UnlearnContext
-from unlearn_cli.methods.common import forget_and_retain_batches, start_finetuning
-from unlearn_cli.methods.finetuning import finetune_loop, steps_for
+from unlearn_cli.methods.common import forget_and_retain_batches
+from unlearn_cli.methods.step_loop import StepLoopOptions, prepare, step_loop, steps_for
+from unlearn_cli.options import Count, NonNegative, Positive, opt
+
+
+@dataclass(frozen=True)
+class RandomLabelOptions(StepLoopOptions):
+    renamed = {"epochs": "forget_epochs"}
+    forget_epochs: Count = opt(3, "passes over the forget set")
+    lr: Positive = opt(0.002, "learning rate (cosine-annealed to 0)")
+    retain_weight: NonNegative = opt(1.0, "multiplier of the retain batch's cross-entropy")
 
 
 def random_wrong_labels(y: torch.Tensor, num_classes: int, gen: torch.Generator) -> torch.Tensor:
@@ -21,17 +33,17 @@ def random_wrong_labels(y: torch.Tensor, num_classes: int, gen: torch.Generator)
     return (y + shift) % num_classes
 
 
-def random_label_loss(model: nn.Module, split: ForgetSplit, ctx: UnlearnContext):
+def random_label_loss(model: nn.Module, split: ForgetSplit, ctx: UnlearnContext, opts):
     """The per-step loss of random-label unlearning (also SalUn's update rule)."""
     gen = torch.Generator().manual_seed(ctx.seed)
-    forget, retain = forget_and_retain_batches(split, ctx.device, ctx.cfg.batch_size, gen)
+    forget, retain = forget_and_retain_batches(split, ctx.device, opts.batch_size, gen)
     k = split.data.num_classes
 
     def loss(step: int) -> torch.Tensor:
         xf, yf = next(forget)
         xr, yr = next(retain)
         wrong = random_wrong_labels(yf, k, gen)
-        return F.cross_entropy(model(xf), wrong) + ctx.cfg.retain_weight * F.cross_entropy(
+        return F.cross_entropy(model(xf), wrong) + opts.retain_weight * F.cross_entropy(
             model(xr), yr
         )
 
@@ -39,7 +51,10 @@ def random_label_loss(model: nn.Module, split: ForgetSplit, ctx: UnlearnContext)
 
 
 @METHODS.register("random_label")
-def random_label(model: nn.Module, split: ForgetSplit, ctx: UnlearnContext) -> nn.Module:
-    start_finetuning(model, ctx)
-    loss = random_label_loss(model, split, ctx)
-    return finetune_loop(model, split, ctx, steps_for(split, ctx.cfg), loss, "random_label")
+def random_label(
+    model: nn.Module, split: ForgetSplit, ctx: UnlearnContext, opts: RandomLabelOptions
+) -> nn.Module:
+    prepare(model, ctx, opts)
+    loss = random_label_loss(model, split, ctx, opts)
+    steps = steps_for(split, opts.forget_epochs, opts.batch_size)
+    return step_loop(model, split, ctx, opts, steps, loss, "random_label")

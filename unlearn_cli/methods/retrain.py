@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from torch import nn
 
 from unlearn_cli.data.split import ForgetSplit
 from unlearn_cli.methods.base import METHODS, UnlearnContext
+from unlearn_cli.options import Options
 from unlearn_cli.training import train_classifier
 
 
+@dataclass(frozen=True)
+class RetrainOptions(Options):
+    """None: retraining uses the model's own `model.train` settings."""
+
+
 @METHODS.register("retrain")
-def retrain(model: nn.Module, split: ForgetSplit, ctx: UnlearnContext) -> nn.Module:
+def retrain(
+    model: nn.Module, split: ForgetSplit, ctx: UnlearnContext, opts: RetrainOptions
+) -> nn.Module:
     """Ignore the trained `model`; train a fresh one on retain samples only."""
     fresh = ctx.fresh_model()
     data = split.data

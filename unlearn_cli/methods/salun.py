@@ -8,27 +8,42 @@ step, so momentum or weight decay cannot move it).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Annotated
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from unlearn_cli.data.split import ForgetSplit
-from unlearn_cli.evaluation.metrics import eval_mode
+from unlearn_cli.inference import eval_mode
 from unlearn_cli.methods.base import METHODS, UnlearnContext
-from unlearn_cli.methods.common import start_finetuning
-from unlearn_cli.methods.finetuning import finetune_loop, steps_for
 from unlearn_cli.methods.random_label import random_label_loss
+from unlearn_cli.methods.step_loop import StepLoopOptions, prepare, step_loop, steps_for
+from unlearn_cli.options import Count, NonNegative, Positive, Range, opt
+
+
+@dataclass(frozen=True)
+class SalunOptions(StepLoopOptions):
+    renamed = {"epochs": "forget_epochs"}
+    saliency: Annotated[float, Range(gt=0, le=1)] = opt(
+        0.5, "share of weights (largest forget-gradient magnitude) that may change"
+    )
+    forget_epochs: Count = opt(3, "passes over the forget set")
+    lr: Positive = opt(0.005, "learning rate (cosine-annealed to 0)")
+    retain_weight: NonNegative = opt(1.0, "multiplier of the retain batch's cross-entropy")
 
 
 def saliency_mask(
-    model: nn.Module, split: ForgetSplit, device: torch.device, share: float
+    model: nn.Module, split: ForgetSplit, device: torch.device, share: float, batch_size: int
 ) -> dict[str, torch.Tensor]:
     """True for the `share` of weights with the largest forget-loss gradient magnitude."""
     x, y = split.forget
     model.zero_grad(set_to_none=True)
     with eval_mode(model):
-        for start in range(0, len(y), 512):
-            xb, yb = x[start : start + 512].to(device), y[start : start + 512].to(device)
+        for start in range(0, len(y), batch_size):
+            xb = x[start : start + batch_size].to(device)
+            yb = y[start : start + batch_size].to(device)
             (F.cross_entropy(model(xb), yb, reduction="sum") / len(y)).backward()
     grads = {n: p.grad.abs() for n, p in model.named_parameters()}
     model.zero_grad(set_to_none=True)
@@ -39,10 +54,13 @@ def saliency_mask(
 
 
 @METHODS.register("salun")
-def salun(model: nn.Module, split: ForgetSplit, ctx: UnlearnContext) -> nn.Module:
-    start_finetuning(model, ctx)
-    mask = saliency_mask(model, split, ctx.device, ctx.cfg.saliency)
+def salun(
+    model: nn.Module, split: ForgetSplit, ctx: UnlearnContext, opts: SalunOptions
+) -> nn.Module:
+    prepare(model, ctx, opts)
+    mask = saliency_mask(model, split, ctx.device, opts.saliency, ctx.predict_batch_size)
     total = sum(int(m.numel()) for m in mask.values())
     ctx.metrics["salient_share"] = sum(int(m.sum()) for m in mask.values()) / total
-    loss = random_label_loss(model, split, ctx)
-    return finetune_loop(model, split, ctx, steps_for(split, ctx.cfg), loss, "salun", mask=mask)
+    loss = random_label_loss(model, split, ctx, opts)
+    steps = steps_for(split, opts.forget_epochs, opts.batch_size)
+    return step_loop(model, split, ctx, opts, steps, loss, "salun", mask=mask)

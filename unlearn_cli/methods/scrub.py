@@ -1,9 +1,10 @@
 """scrub: SCRUB (Kurmanji et al., NeurIPS 2023), a student that moves away from its teacher.
 
-The student starts as the trained model, the teacher is a frozen copy. Each epoch, during the
-first `msteps` epochs, a max-step pass over the forget set *raises* KL(teacher || student) there;
-then a min-step pass over retain batches lowers alpha * KL + gamma * CE, keeping what should stay.
-KL uses softened outputs (temperature T). With `rewind` (SCRUB+R), the epoch whose forget
+The student starts as the trained model, the teacher is a frozen copy. Each of `rounds` rounds
+(the paper's epochs): during the first `max_rounds` (the paper's msteps), a max-step pass over the
+forget set *raises* KL(teacher || student) there; then `retain_steps` min steps on retain batches
+lower kl_weight * KL + ce_weight * CE (the paper's alpha and gamma), keeping what should stay.
+KL uses softened outputs (temperature T). With `rewind` (SCRUB+R), the round whose forget
 accuracy is closest to the forget target (what a retrained model shows) is kept.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -24,10 +26,46 @@ from unlearn_cli.methods.common import (
     forget_accuracy,
     forget_and_retain_batches,
     forget_target,
-    start_finetuning,
+    to_train_mode,
 )
-from unlearn_cli.methods.finetuning import clone_frozen
+from unlearn_cli.methods.step_loop import clone_frozen
+from unlearn_cli.options import (
+    Count,
+    Momentum,
+    Natural,
+    NonNegative,
+    Optimizer,
+    Options,
+    Positive,
+    fail,
+    opt,
+)
 from unlearn_cli.training import make_optimizer
+
+
+@dataclass(frozen=True)
+class ScrubOptions(Options):
+    renamed = {"epochs": "rounds", "msteps": "max_rounds", "alpha": "kl_weight",
+               "gamma": "ce_weight"}  # fmt: skip
+    rounds: Count = opt(3, "rounds, each an optional max pass then `retain_steps` min steps")
+    max_rounds: Natural = opt(1, "rounds that start with a max-step pass over the forget set")
+    retain_steps: Count | None = opt(60, "min steps per round; null = a full retain pass")
+    batch_size: Count = opt(64, "mini-batch size")
+    temperature: Positive = opt(4.0, "distillation temperature")
+    kl_weight: NonNegative = opt(0.001, "weight of KL(teacher || student) in the min steps")
+    ce_weight: NonNegative = opt(0.99, "weight of cross-entropy in the min steps")
+    rewind: bool = opt(False, "SCRUB+R: keep the round whose forget accuracy is nearest the target")
+    optimizer: Optimizer = opt("sgd", "sgd | adam | adamw")
+    lr: Positive = opt(0.005, "learning rate")
+    momentum: Momentum = opt(0.9, "SGD momentum")
+    weight_decay: NonNegative = opt(0.0005, "weight decay")
+    grad_clip: NonNegative = opt(5.0, "max gradient norm; 0 turns clipping off")
+    freeze_norm: bool = opt(True, "keep the original model's batch-norm statistics")
+
+    def check(self, where: str) -> None:
+        if self.max_rounds > self.rounds:
+            raise fail(where, "max_rounds", f"at most method.rounds ({self.rounds})",
+                       self.max_rounds)  # fmt: skip
 
 
 def distill_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, t: float):
@@ -42,58 +80,60 @@ def distill_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, t: fl
     )  # fmt: skip
 
 
-def epoch_plan(split: ForgetSplit, cfg) -> list[list[str]]:
-    forget_steps = math.ceil(len(split.forget_idx) / cfg.batch_size)
-    retain_steps = cfg.retain_steps or math.ceil(len(split.retain_idx) / cfg.batch_size)
+def round_plan(split: ForgetSplit, opts: ScrubOptions) -> list[list[str]]:
+    forget_steps = math.ceil(len(split.forget_idx) / opts.batch_size)
+    retain_steps = opts.retain_steps or math.ceil(len(split.retain_idx) / opts.batch_size)
     return [
-        ["max"] * (forget_steps if epoch < cfg.msteps else 0) + ["min"] * retain_steps
-        for epoch in range(cfg.epochs)
+        ["max"] * (forget_steps if r < opts.max_rounds else 0) + ["min"] * retain_steps
+        for r in range(opts.rounds)
     ]
 
 
 @METHODS.register("scrub")
-def scrub(model: nn.Module, split: ForgetSplit, ctx: UnlearnContext) -> nn.Module:
-    cfg, device = ctx.cfg, ctx.device
-    start_finetuning(model, ctx)
+def scrub(
+    model: nn.Module, split: ForgetSplit, ctx: UnlearnContext, opts: ScrubOptions
+) -> nn.Module:
+    device = ctx.device
+    to_train_mode(model, device, opts.freeze_norm)
     teacher = clone_frozen(model)
     forget, retain = forget_and_retain_batches(
-        split, device, cfg.batch_size, torch.Generator().manual_seed(ctx.seed)
+        split, device, opts.batch_size, torch.Generator().manual_seed(ctx.seed)
     )
     optimizer = make_optimizer(
-        model.parameters(), cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum
+        model.parameters(), opts.optimizer, opts.lr, opts.weight_decay, opts.momentum
     )
-    plan = epoch_plan(split, cfg)
-    target = forget_target(model, split, device, "auto")
+    plan = round_plan(split, opts)
+    target = forget_target(model, split, ctx, "auto")
     guard, kept, history = DivergenceGuard(model), None, []
     with progress_bar("scrub", total=sum(map(len, plan))) as bar:
-        for epoch, steps in enumerate(plan):
+        for round_no, steps in enumerate(plan):
             for kind in steps:
                 if kind == "max":
                     x, _ = next(forget)
-                    loss = -distill_kl(model(x), teacher(x), cfg.temperature)
+                    loss = -distill_kl(model(x), teacher(x), opts.temperature)
                 else:
                     x, y = next(retain)
                     out = model(x)
-                    loss = cfg.alpha * distill_kl(out, teacher(x), cfg.temperature) + (
-                        cfg.gamma * F.cross_entropy(out, y)
+                    loss = opts.kl_weight * distill_kl(out, teacher(x), opts.temperature) + (
+                        opts.ce_weight * F.cross_entropy(out, y)
                     )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                if cfg.grad_clip:
-                    nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                if opts.grad_clip:
+                    nn.utils.clip_grad_norm_(model.parameters(), opts.grad_clip)
                 optimizer.step()
                 if not guard.check(loss):
                     break
                 guard.commit()
-                bar.advance(status=f"epoch {epoch + 1} {kind} {loss.item():.4f}")
+                bar.advance(status=f"round {round_no + 1} {kind} {loss.item():.4f}")
             if guard.diverged:
                 break
-            acc = forget_accuracy(model, split, device)
+            acc = forget_accuracy(model, split, ctx)
             history.append(acc)
-            if cfg.rewind and (kept is None or abs(acc - target) < abs(kept[1] - target)):
-                kept = (copy.deepcopy(model.state_dict()), acc, epoch)
-    if cfg.rewind and kept is not None:
+            if opts.rewind and (kept is None or abs(acc - target) < abs(kept[1] - target)):
+                kept = (copy.deepcopy(model.state_dict()), acc, round_no)
+    if opts.rewind and kept is not None:
         model.load_state_dict(kept[0])
-        ctx.metrics["rewound_to_epoch"] = kept[2] + 1
-    ctx.metrics.update(forget_acc_by_epoch=history, diverged=guard.diverged)
+        ctx.metrics["rewound_to_round"] = kept[2] + 1
+    ctx.metrics.update(forget_acc_by_round=history, diverged=guard.diverged)
     return model.eval()

@@ -14,22 +14,32 @@ training is set-up, not unlearning: it is left out of `time_s` (recorded as `set
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from unlearn_cli.cost import counting
 from unlearn_cli.data.feed import IN_MEMORY, TrainingFeed
 from unlearn_cli.data.split import ForgetSplit
 from unlearn_cli.methods.base import METHODS, UnlearnContext
+from unlearn_cli.options import Count, Options, opt
 from unlearn_cli.training import train_classifier
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SisaOptions(Options):
+    shards: Count = opt(3, "ensemble members, each trained on a disjoint shard")
+    slices: Count = opt(2, "slices per shard, with a checkpoint after each")
+    epochs_per_slice: Count = opt(6, "training epochs at each slice stage")
 
 
 class SisaEnsemble(nn.Module):
@@ -50,7 +60,7 @@ class SisaTrainer:
         fresh_model: Callable[[], nn.Module],
         x: torch.Tensor,
         y: torch.Tensor,
-        train_cfg: DictConfig,
+        train_cfg,
         device: torch.device,
         seed: int,
         shards: int,
@@ -112,30 +122,31 @@ class SisaTrainer:
             self.checkpoints[shard].append(state)
 
 
-def slice_train_cfg(ctx: UnlearnContext) -> DictConfig:
+def slice_train_cfg(ctx: UnlearnContext, opts: SisaOptions):
     """The model's training config with `epochs_per_slice` epochs for each slice stage."""
-    cfg = OmegaConf.to_container(ctx.train_cfg, resolve=True)
-    cfg["epochs"] = int(ctx.cfg.epochs_per_slice)
-    return OmegaConf.create(cfg)
+    return dataclasses.replace(ctx.train_cfg, epochs=opts.epochs_per_slice)
 
 
 @METHODS.register("sisa")
-def sisa(model: nn.Module, split: ForgetSplit, ctx: UnlearnContext) -> nn.Module:
+def sisa(model: nn.Module, split: ForgetSplit, ctx: UnlearnContext, opts: SisaOptions) -> nn.Module:
     """Train the sharded ensemble on all training data (set-up), then serve the deletion."""
-    cfg = ctx.cfg
+
     start = time.perf_counter()
-    trainer = SisaTrainer(
-        ctx.fresh_model, split.data.x_train, split.data.y_train, slice_train_cfg(ctx),
-        ctx.device, ctx.seed, cfg.shards, cfg.slices, feed=split.data.feed,
-    ).fit()  # fmt: skip
+    with counting() as setup_cost:
+        trainer = SisaTrainer(
+            ctx.fresh_model, split.data.x_train, split.data.y_train, slice_train_cfg(ctx, opts),
+            ctx.device, ctx.seed, opts.shards, opts.slices, feed=split.data.feed,
+            removed=split.validation_idx,  # held out from every model, SISA's shards included
+        ).fit()  # fmt: skip
     setup = time.perf_counter() - start
     ctx.untimed_seconds += setup
+    ctx.untimed_cost = setup_cost
     counts = trainer.forget(split.forget_idx.tolist())
     log.info(
         "sisa: set-up %.1fs; the deletion retrained %d of %d shards",
         setup,
         counts["retrained_shards"],
-        cfg.shards,
+        opts.shards,
     )
-    ctx.metrics.update(setup_seconds=setup, shards=cfg.shards, slices=cfg.slices, **counts)
+    ctx.metrics.update(setup_seconds=setup, shards=opts.shards, slices=opts.slices, **counts)
     return trainer.ensemble()

@@ -2,11 +2,14 @@
 
 Importances are squared mini-batch gradients averaged over batches (as in the paper's reference
 description): I_D over (shuffled) training data, I_Df over the forget set.
-Weights specialised to the forget set, I_Df > alpha * I_D, are multiplied by
-beta = min(lambda * I_D / I_Df, 1); every other weight is left untouched.
+Weights specialised to the forget set, I_Df > select_threshold * I_D (the paper's alpha), are
+multiplied by beta = min(dampening * I_D / I_Df, 1) (dampening is the paper's lambda); every other
+weight is left untouched.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -14,6 +17,18 @@ from torch import nn
 from unlearn_cli.data.split import ForgetSplit
 from unlearn_cli.methods.base import METHODS, UnlearnContext
 from unlearn_cli.methods.importance import squared_batch_gradients, subsample
+from unlearn_cli.options import Count, Options, Positive, opt
+
+
+@dataclass(frozen=True)
+class SsdOptions(Options):
+    renamed = {"alpha": "select_threshold"}
+    select_threshold: Positive = opt(
+        45.0, "select weights whose forget importance exceeds this x their overall importance"
+    )
+    dampening: Positive = opt(1.0, "lambda: selected weights scale by min(lambda I_D / I_Df, 1)")
+    importance_samples: Count = opt(2000, "samples for each importance estimate")
+    importance_batch_size: Count = opt(64, "mini-batch size of the squared-gradient importances")
 
 
 @torch.no_grad()
@@ -36,16 +51,19 @@ def dampen(
 
 
 @METHODS.register("ssd")
-def ssd(model: nn.Module, split: ForgetSplit, ctx: UnlearnContext) -> nn.Module:
-    cfg, device = ctx.cfg, ctx.device
+def ssd(model: nn.Module, split: ForgetSplit, ctx: UnlearnContext, opts: SsdOptions) -> nn.Module:
+    device = ctx.device
     model.to(device)
     data = split.data
-    x_all, y_all = subsample(data.x_train, data.y_train, cfg.importance_samples, ctx.seed)
-    x_f, y_f = subsample(*split.forget, cfg.importance_samples, ctx.seed)
-    bs = cfg.importance_batch_size
+    x_all, y_all = subsample(data.x_train, data.y_train, opts.importance_samples, ctx.seed,
+                             split.trainable_idx)  # fmt: skip
+    x_f, y_f = subsample(*split.forget, opts.importance_samples, ctx.seed)
+    bs = opts.importance_batch_size
     importance_all = squared_batch_gradients(model, x_all, y_all, device, bs)
     importance_forget = squared_batch_gradients(model, x_f, y_f, device, bs)
-    changed = dampen(model, importance_all, importance_forget, cfg.alpha, cfg.dampening)
+    changed = dampen(
+        model, importance_all, importance_forget, opts.select_threshold, opts.dampening
+    )
     total = sum(p.numel() for p in model.parameters())
     ctx.metrics.update(dampened_weights=changed, dampened_share=changed / total)
     return model.eval()

@@ -6,13 +6,17 @@ on the last layer (influence's last_layer solver, class-row zeroing) find it as 
 
 from __future__ import annotations
 
+import inspect
+import typing
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
-from omegaconf import DictConfig
 from torch import nn
 
+from unlearn_cli.options import Count, Options, opt, parse
 from unlearn_cli.registry import Registry
+from unlearn_cli.training import TrainOptions
 
 InputShape = tuple[int, int, int]
 
@@ -27,8 +31,59 @@ class Classifier(nn.Module):
         return self.head(self.features(x))
 
 
-ModelBuilder = Callable[[DictConfig, InputShape, int], Classifier]
+@dataclass(frozen=True)
+class ModelOptions(Options):
+    """Every model config has a `train` node; each model's schema sets its training defaults."""
+
+    train: TrainOptions = field(default_factory=TrainOptions, metadata={"help": "training"})
+
+
+@dataclass(frozen=True)
+class CnnOptions(ModelOptions):
+    width: Count = opt(16, "channels of the first block (then 2x, 4x)")
+
+
+@dataclass(frozen=True)
+class MlpOptions(ModelOptions):
+    hidden: Count = opt(256, "units per hidden layer")
+    depth: Count = opt(2, "hidden layers")
+    train: TrainOptions = field(
+        default_factory=lambda: TrainOptions(epochs=20, lr=0.001, schedule="cosine"),
+        metadata={"help": "training"},
+    )
+
+
+@dataclass(frozen=True)
+class LogisticOptions(ModelOptions):
+    # Full-batch L-BFGS on CE + (weight_decay/2)||w||^2 reaches the exact optimum.
+    train: TrainOptions = field(
+        default_factory=lambda: TrainOptions(epochs=5, batch_size=256, optimizer="lbfgs", lr=1.0,
+                                             weight_decay=0.001, schedule="constant"),
+        metadata={"help": "training"},
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ResNet18Options(ModelOptions):
+    train: TrainOptions = field(
+        default_factory=lambda: TrainOptions(epochs=10, optimizer="sgd", lr=0.05),
+        metadata={"help": "training"},
+    )
+
+
+ModelBuilder = Callable[[ModelOptions, InputShape, int], Classifier]
 MODELS: Registry[ModelBuilder] = Registry("model")
+
+
+def model_options_type(name: str) -> type[ModelOptions]:
+    """The option schema of model `name`: the annotation of its builder's `opts` parameter."""
+    return typing.get_type_hints(inspect.unwrap(MODELS.get(name)))["opts"]
+
+
+def model_options(node) -> ModelOptions:
+    if isinstance(node, ModelOptions):
+        return node
+    return parse(model_options_type(node["name"]), node, "model")
 
 
 def conv_block(c_in: int, c_out: int) -> list[nn.Module]:
@@ -36,8 +91,8 @@ def conv_block(c_in: int, c_out: int) -> list[nn.Module]:
 
 
 @MODELS.register("cnn")
-def cnn(cfg: DictConfig, shape: InputShape, num_classes: int) -> Classifier:
-    w = int(cfg.width)
+def cnn(opts: CnnOptions, shape: InputShape, num_classes: int) -> Classifier:
+    w = opts.width
     features = nn.Sequential(
         *conv_block(shape[0], w),
         nn.MaxPool2d(2),
@@ -51,22 +106,22 @@ def cnn(cfg: DictConfig, shape: InputShape, num_classes: int) -> Classifier:
 
 
 @MODELS.register("mlp")
-def mlp(cfg: DictConfig, shape: InputShape, num_classes: int) -> Classifier:
+def mlp(opts: MlpOptions, shape: InputShape, num_classes: int) -> Classifier:
     layers: list[nn.Module] = [nn.Flatten()]
     width = shape[0] * shape[1] * shape[2]
-    for _ in range(int(cfg.depth)):
-        layers += [nn.Linear(width, int(cfg.hidden)), nn.ReLU()]
-        width = int(cfg.hidden)
+    for _ in range(opts.depth):
+        layers += [nn.Linear(width, opts.hidden), nn.ReLU()]
+        width = opts.hidden
     return Classifier(nn.Sequential(*layers), nn.Linear(width, num_classes))
 
 
 @MODELS.register("logistic")
-def logistic(cfg: DictConfig, shape: InputShape, num_classes: int) -> Classifier:
+def logistic(opts: LogisticOptions, shape: InputShape, num_classes: int) -> Classifier:
     return Classifier(nn.Flatten(), nn.Linear(shape[0] * shape[1] * shape[2], num_classes))
 
 
 @MODELS.register("resnet18")
-def resnet18(cfg: DictConfig, shape: InputShape, num_classes: int) -> Classifier:
+def resnet18(opts: ResNet18Options, shape: InputShape, num_classes: int) -> Classifier:
     from torchvision.models import resnet18 as tv_resnet18  # imported late: slow to import
 
     net = tv_resnet18(weights=None)  # never downloads: we always train from scratch
@@ -78,9 +133,20 @@ def resnet18(cfg: DictConfig, shape: InputShape, num_classes: int) -> Classifier
     return Classifier(net, head)
 
 
-def build_model(cfg: DictConfig, shape: InputShape, num_classes: int, seed: int) -> Classifier:
-    """A freshly initialised model; the same seed gives the same initial weights."""
-    builder = MODELS.get(cfg.name)
+def build_model(cfg, shape: InputShape, num_classes: int, seed: int) -> Classifier:
+    """A freshly initialised model of the `model` node `cfg` (or its typed options); the same
+    seed gives the same initial weights."""
+    node_name = cfg["name"] if not isinstance(cfg, ModelOptions) else None
+    opts = model_options(cfg)
+    builder = MODELS.get(node_name) if node_name else MODELS.get(model_name(opts))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return builder(cfg, shape, num_classes)
+        return builder(opts, shape, num_classes)
+
+
+def model_name(opts: ModelOptions) -> str:
+    """The registry name of typed model options."""
+    for name in MODELS.names():
+        if model_options_type(name) is type(opts):
+            return name
+    raise KeyError(type(opts).__name__)

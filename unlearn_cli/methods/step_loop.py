@@ -1,8 +1,9 @@
-"""The step loop behind the fine-tuning methods (finetune, random_label, l1_sparse, salun, ...).
+"""The optimizer-step loop that the fine-tuning methods share (not a method itself).
 
-A method supplies `batch_loss(step) -> loss`; the loop owns the optimizer and its cosine
-schedule, gradient clipping, the optional EWC penalty (`ewc_lambda`), an optional gradient mask
-(weights outside it stay bit-identical) and the divergence guard.
+`finetune`, `random_label`, `l1_sparse`, `salun` and `boundary_shrink` each supply
+`batch_loss(step) -> loss`; `step_loop` owns the optimizer and its cosine schedule, gradient
+clipping, the optional EWC penalty (`ewc_lambda`), an optional gradient mask (weights outside it
+stay bit-identical) and the divergence guard. `StepLoopOptions` declares the options they share.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import copy
 import logging
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -18,11 +20,30 @@ from torch import nn
 from unlearn_cli.console import progress_bar
 from unlearn_cli.data.split import ForgetSplit
 from unlearn_cli.methods.base import UnlearnContext
-from unlearn_cli.methods.common import DivergenceGuard
+from unlearn_cli.methods.common import DivergenceGuard, to_train_mode
 from unlearn_cli.methods.importance import diagonal_fisher, subsample
+from unlearn_cli.options import Count, Momentum, NonNegative, Optimizer, Options, Positive, opt
 from unlearn_cli.training import make_optimizer
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StepLoopOptions(Options):
+    """Options of every method that runs the shared step loop."""
+
+    batch_size: Count = opt(64, "mini-batch size (forget and retain batches)")
+    lr: Positive = opt(0.01, "learning rate (cosine-annealed to 0 over the run)")
+    optimizer: Optimizer = opt("sgd", "sgd | adam | adamw")
+    momentum: Momentum = opt(0.9, "SGD momentum")
+    weight_decay: NonNegative = opt(0.0005, "weight decay")
+    grad_clip: NonNegative = opt(5.0, "max gradient norm; 0 turns clipping off")
+    freeze_norm: bool = opt(True, "keep the original model's batch-norm statistics")
+    ewc_lambda: NonNegative = opt(0.0, "> 0 adds an EWC penalty protecting retain knowledge")
+    ewc_samples: Count = opt(1000, "retain samples for the EWC penalty's diagonal Fisher")
+
+    def uses_torch_func(self) -> bool:
+        return self.ewc_lambda > 0  # the penalty's per-sample Fisher
 
 
 class EwcPenalty:
@@ -32,13 +53,15 @@ class EwcPenalty:
     the retained knowledge depends on costs in proportion to how much it depends on it.
     """
 
-    def __init__(self, model: nn.Module, split: ForgetSplit, ctx: UnlearnContext) -> None:
+    def __init__(
+        self, model: nn.Module, split: ForgetSplit, ctx: UnlearnContext, opts: StepLoopOptions
+    ) -> None:
         x, y = subsample(
-            split.data.x_train, split.data.y_train, ctx.cfg.ewc_samples, ctx.seed, split.retain_idx
+            split.data.x_train, split.data.y_train, opts.ewc_samples, ctx.seed, split.retain_idx
         )
         self.fisher = diagonal_fisher(model, x, y, ctx.device)
         self.anchor = {n: p.detach().clone() for n, p in model.named_parameters()}
-        self.strength = float(ctx.cfg.ewc_lambda)
+        self.strength = float(opts.ewc_lambda)
 
     def __call__(self, model: nn.Module) -> torch.Tensor:
         total = sum(
@@ -49,28 +72,33 @@ class EwcPenalty:
         return 0.5 * self.strength * total
 
 
-def steps_for(split: ForgetSplit, cfg, over: str = "forget") -> int:
+def steps_for(split: ForgetSplit, epochs: int, batch_size: int, over: str = "forget") -> int:
     """`epochs` passes over the forget (or retain) set, in batches of `batch_size`."""
     n = len(split.forget_idx) if over == "forget" else len(split.retain_idx)
-    return max(1, int(cfg.epochs) * math.ceil(n / cfg.batch_size))
+    return max(1, int(epochs) * math.ceil(n / batch_size))
 
 
-def finetune_loop(
+def prepare(model: nn.Module, ctx: UnlearnContext, opts: StepLoopOptions) -> None:
+    """The model on the run's device in train mode (batch norm frozen if the options say so)."""
+    to_train_mode(model, ctx.device, opts.freeze_norm)
+
+
+def step_loop(
     model: nn.Module,
     split: ForgetSplit,
     ctx: UnlearnContext,
+    opts: StepLoopOptions,
     total_steps: int,
     batch_loss: Callable[[int], torch.Tensor],
     description: str,
     mask: dict[str, torch.Tensor] | None = None,
 ) -> nn.Module:
     """Run `total_steps` optimizer steps on `batch_loss(step)`; record steps and divergence."""
-    cfg = ctx.cfg
     optimizer = make_optimizer(
-        model.parameters(), cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum
+        model.parameters(), opts.optimizer, opts.lr, opts.weight_decay, opts.momentum
     )
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps))
-    ewc = EwcPenalty(model, split, ctx) if cfg.get("ewc_lambda", 0) else None
+    ewc = EwcPenalty(model, split, ctx, opts) if opts.ewc_lambda else None
     frozen = None
     if mask is not None:  # copies of the weights that must not move
         frozen = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -82,8 +110,8 @@ def finetune_loop(
                 loss = loss + ewc(model)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if cfg.grad_clip:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            if opts.grad_clip:
+                nn.utils.clip_grad_norm_(model.parameters(), opts.grad_clip)
             optimizer.step()
             schedule.step()
             if frozen is not None:

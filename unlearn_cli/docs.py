@@ -1,0 +1,69 @@
+"""The README's option tables, generated from the schemas so the docs cannot drift.
+
+`python -m unlearn_cli.docs README.md` rewrites the part of README.md between the
+`<!-- options:begin -->` and `<!-- options:end -->` markers; a test checks it is current.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+
+from unlearn_cli.options import choice_text, defaults_of, describe, fields_of, hints_of
+
+BEGIN, END = "<!-- options:begin -->", "<!-- options:end -->"
+
+
+def value_text(value) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return "[" + ",".join(choice_text(v) for v in value) + "]"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def schema_table(schema: type, prefix: str) -> list[str]:
+    hints, defaults = hints_of(schema), defaults_of(schema)
+    lines = ["| option | allowed | default | meaning |", "|---|---|---|---|"]
+    for f in fields_of(schema):
+        if dataclasses.is_dataclass(defaults.get(f.name)) or isinstance(defaults[f.name], dict):
+            continue  # nested schemas (model.train) have a table of their own
+        allowed = describe(hints[f.name]).replace("|", "\\|")
+        meaning = f.metadata.get("help", "").replace("|", "\\|")
+        lines.append(f"| `{prefix}{f.name}` | {allowed} | `{value_text(defaults[f.name])}` | "
+                     f"{meaning} |")  # fmt: skip
+    return lines
+
+
+def options_markdown() -> str:
+    from unlearn_cli.methods import METHODS, options_type
+    from unlearn_cli.training import TrainOptions
+
+    parts = [BEGIN, "", "#### `model.train` (every model; each model's YAML sets its defaults)", ""]
+    parts += schema_table(TrainOptions, "model.train.")
+    for name in METHODS.names():
+        schema = options_type(name)
+        parts += ["", f"#### `method={name}`", ""]
+        if not fields_of(schema):
+            parts.append((schema.__doc__ or "no options").strip())
+            continue
+        parts += schema_table(schema, "method.")
+        renamed = getattr(schema, "renamed", {})
+        if renamed:
+            moves = ", ".join(f"`{old}` -> `{new}`" for old, new in renamed.items())
+            parts += ["", f"Renamed in 0.2: {moves}."]
+    return "\n".join([*parts, "", END])
+
+
+def with_tables(readme: str) -> str:
+    head, rest = readme.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    return head + options_markdown() + tail
+
+
+if __name__ == "__main__":
+    path = Path(sys.argv[1] if len(sys.argv) > 1 else "README.md")
+    path.write_text(with_tables(path.read_text(encoding="utf-8")), encoding="utf-8")

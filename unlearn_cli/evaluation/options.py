@@ -1,0 +1,41 @@
+"""The `evaluation` node's schema (configs/evaluation/*.yaml)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from unlearn_cli.errors import UserError
+from unlearn_cli.options import Count, Natural, Options, Range, opt, parse
+
+
+@dataclass(frozen=True)
+class LiraOptions(Options):
+    shadow_models: Annotated[int, Range(ge=2)] = opt(8, "shadow models, each on a random half")
+    seed: Natural = opt(1000, "shadow subsets and initialisation")
+
+
+@dataclass(frozen=True)
+class EvaluationOptions(Options):
+    batch_size: Count = opt(1024, "batch size of every forward-only pass (evaluation, methods)")
+    mia_max_per_side: Count = opt(5000, "cap on members/non-members fitting the MIA classifier")
+    confusion_matrix: bool = opt(False, "also write each model's test confusion matrix")
+    plots: bool = opt(True, "write plots/per_class_accuracy.png and plots/mia_confidence.png")
+    noise_floor: bool = opt(
+        True, "also retrain with the next seed: the gap two exact retrainings show (the floor)"
+    )
+    lira: LiraOptions | None = opt(None, "evaluation=lira|ulira: the shadow models' settings")
+
+
+# Each evaluation preset and whether it trains shadow models.
+PRESETS = {"default": False, "lira": True, "ulira": True}
+
+
+def evaluation_options(node) -> EvaluationOptions:
+    opts = parse(EvaluationOptions, node, "evaluation")
+    name = node["name"]
+    if name not in PRESETS:
+        raise UserError(f"unknown evaluation '{name}'; choose one of {', '.join(PRESETS)}")
+    if PRESETS[name] and opts.lira is None:
+        raise UserError(f"evaluation={name} needs its evaluation.lira settings")
+    return opts

@@ -1,0 +1,266 @@
+"""Typed option schemas: every config node is declared once, as a frozen dataclass.
+
+A schema field carries its type (int, float, bool, str, a `Literal` of choices, unions with None
+or "auto", lists, nested schemas), its default (which the node's YAML file repeats for people to
+read; a test proves the two agree), an optional range (`Range` inside `Annotated`) and a help
+text. `parse(Schema, node, "method")` turns a composed config node into a schema instance or
+raises one `UserError` line that names the key, what is allowed and the value given; a schema's
+`check()` adds rules that involve several fields. Nothing is loaded or trained before every node
+of a run has been parsed (see validate.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from unlearn_cli.errors import UserError
+
+
+@dataclass(frozen=True)
+class Range:
+    """Bounds of a number: ge/le inclusive, gt/lt exclusive."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+
+    def holds(self, value: float) -> bool:
+        return not (
+            (self.ge is not None and value < self.ge)
+            or (self.gt is not None and value <= self.gt)
+            or (self.le is not None and value > self.le)
+            or (self.lt is not None and value >= self.lt)
+        )
+
+    def describe(self) -> str:
+        if self.ge is not None and self.le is not None:
+            return f"between {fmt(self.ge)} and {fmt(self.le)}"
+        if self.gt is not None and self.lt is not None:
+            return f"strictly between {fmt(self.gt)} and {fmt(self.lt)}"
+        parts = [
+            f"{op} {fmt(v)}"
+            for op, v in ((">=", self.ge), (">", self.gt), ("<=", self.le), ("<", self.lt))
+            if v is not None
+        ]
+        return " and ".join(parts)
+
+
+def fmt(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+# The ranges most options share.
+Count = Annotated[int, Range(ge=1)]  # a whole number >= 1 (epochs, sizes, steps)
+Natural = Annotated[int, Range(ge=0)]  # a whole number >= 0
+Positive = Annotated[float, Range(gt=0)]  # learning rates, scales
+NonNegative = Annotated[float, Range(ge=0)]  # weights of loss terms, decay, clipping
+Share = Annotated[float, Range(ge=0, le=1)]  # a convex weight or a share of something
+Momentum = Annotated[float, Range(ge=0, lt=1)]
+Optimizer = Literal["sgd", "adam", "adamw"]
+
+
+def opt(default: Any, help: str = "") -> Any:  # noqa: A002 - the natural name for a help text
+    """A schema field with its default and the help text the README's option tables show."""
+    if isinstance(default, list):
+        return dataclasses.field(default_factory=lambda: list(default), metadata={"help": help})
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class Options:
+    """Base of every schema. `renamed` maps a former key to the key that replaced it."""
+
+    renamed: ClassVar[dict[str, str]] = {}
+
+    def check(self, where: str) -> None:
+        """Rules across several fields; raise `fail(...)` when one is broken."""
+
+    def check_model(self, model: Any) -> None:
+        """Rules that need the (untrained) model, checked before anything is trained."""
+
+    def uses_torch_func(self) -> bool:
+        """Whether the method calls torch.func (whose first call costs seconds of set-up that
+        are warmed up before the timer starts)."""
+        return False
+
+
+def fail(where: str, key: str, rule: str, value: Any) -> UserError:
+    return UserError(f"{qualified(where, key)} must be {rule}, got {value!r}")
+
+
+def qualified(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+def fields_of(schema: type) -> list[dataclasses.Field]:
+    return [f for f in dataclasses.fields(schema) if f.init]
+
+
+def hints_of(schema: type) -> dict[str, Any]:
+    return typing.get_type_hints(schema, include_extras=True)
+
+
+def plain(node: Any) -> Any:
+    if isinstance(node, DictConfig | ListConfig):
+        return OmegaConf.to_container(node, resolve=True)
+    return node
+
+
+def parse(schema: type, node: Mapping | DictConfig | None, where: str, skip=("name",)):
+    """The schema instance for a config node; one UserError line for the first bad key."""
+    values = {k: plain(v) for k, v in (plain(node) or {}).items()}
+    for key in skip:
+        values.pop(key, None)
+    hints = hints_of(schema)
+    known = {f.name for f in fields_of(schema)}
+    for key in values:
+        if key not in known:
+            raise unknown_option(schema, where, key, known)
+    parsed = {}
+    for f in fields_of(schema):
+        if f.name in values:
+            parsed[f.name] = coerce(hints[f.name], values[f.name], where, f.name)
+    instance = schema(**parsed)
+    instance.check(where)
+    return instance
+
+
+def unknown_option(schema: type, where: str, key: str, known) -> UserError:
+    renamed = getattr(schema, "renamed", {})
+    if key in renamed:
+        return UserError(f"{qualified(where, key)} was renamed to "
+                         f"{qualified(where, renamed[key])}")  # fmt: skip
+    close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+    hint = f" Did you mean '{qualified(where, close[0])}'?" if close else ""
+    return UserError(f"unknown option '{qualified(where, key)}'.{hint}")
+
+
+def is_whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def coerce(hint: Any, value: Any, where: str, key: str) -> Any:
+    """`value` checked (and, for floats and lists, converted) against the type `hint`."""
+    ok, result = accepts(hint, value, where, key)
+    if not ok:
+        error = fail(where, key, describe(hint), value)
+        words = [c for c in choices_of(hint) if isinstance(c, str)]
+        close = difflib.get_close_matches(str(value), words, n=1, cutoff=0.6)
+        if isinstance(value, str) and close:
+            error = UserError(f"{error}. Did you mean '{close[0]}'?")
+        raise error
+    return result
+
+
+def accepts(hint: Any, value: Any, where: str, key: str) -> tuple[bool, Any]:
+    origin = get_origin(hint)
+    if origin is Annotated:
+        base, *extras = get_args(hint)
+        ok, result = accepts(base, value, where, key)
+        bounds = [e for e in extras if isinstance(e, Range)]
+        return ok and all(b.holds(result) for b in bounds), result
+    if origin in (Union, types.UnionType):
+        for arm in get_args(hint):
+            ok, result = accepts(arm, value, where, key)
+            if ok:
+                return True, result
+        return False, value
+    if origin is Literal:
+        # 1 == True in Python: compare types too, so `amp: 1` is not taken for `true`.
+        return any(value == c and type(value) is type(c) for c in get_args(hint)), value
+    if origin is list:
+        (item,) = get_args(hint)
+        if not isinstance(value, list | tuple):
+            return False, value
+        results = [accepts(item, v, where, key) for v in value]
+        return all(ok for ok, _ in results), [r for _, r in results]
+    if hint is type(None):
+        return value is None, value
+    if hint is bool:
+        return isinstance(value, bool), value
+    if hint is int:
+        return is_whole(value), value
+    if hint is float:
+        return is_number(value), float(value) if is_number(value) else value
+    if hint is str:
+        # Hydra parses `dataset.root=2024` as a number: a name or path may be numeric.
+        return isinstance(value, str) or is_number(value), str(value) if is_number(value) else value
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        if not isinstance(value, Mapping):
+            return False, value
+        return True, parse(hint, value, qualified(where, key), skip=())
+    raise TypeError(f"schema type {hint!r} of {qualified(where, key)} is not supported")
+
+
+def describe(hint: Any) -> str:
+    """What a value of type `hint` must be, in words: 'a whole number >= 1', 'one of a, b'."""
+    origin = get_origin(hint)
+    if origin is Annotated:
+        base, *extras = get_args(hint)
+        bounds = " ".join(e.describe() for e in extras if isinstance(e, Range))
+        return f"{describe(base)} {bounds}".strip()
+    if origin in (Union, types.UnionType):
+        arms = [a for a in get_args(hint) if a is not type(None)]
+        words = " or ".join(describe(a) for a in arms)
+        return f"{words} or null" if len(arms) < len(get_args(hint)) else words
+    if origin is Literal:
+        choices = [choice_text(c) for c in get_args(hint)]
+        return choices[0] if len(choices) == 1 else "one of " + ", ".join(choices)
+    if origin is list:
+        item = describe(get_args(hint)[0]).removeprefix("one of ").removeprefix("a ")
+        return f"a list of {item}"
+    return {bool: "true or false", int: "a whole number", float: "a number", str: "a name"}.get(
+        hint, getattr(hint, "__name__", str(hint))
+    )
+
+
+def choice_text(choice: Any) -> str:
+    if isinstance(choice, bool):
+        return str(choice).lower()
+    return str(choice)
+
+
+def defaults_of(schema: type) -> dict[str, Any]:
+    """The schema's defaults as a plain dict (nested schemas as dicts)."""
+    out = {}
+    for f in fields_of(schema):
+        if f.default is not dataclasses.MISSING:
+            value = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            value = f.default_factory()
+        else:
+            continue
+        out[f.name] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+    return out
+
+
+def choices_of(hint: Any) -> tuple:
+    """The Literal choices inside a field's type (empty when it has none)."""
+    origin = get_origin(hint)
+    if origin is Literal:
+        return get_args(hint)
+    if origin in (Annotated, Union, types.UnionType, list):
+        return tuple(c for arm in get_args(hint) for c in choices_of(arm))
+    return ()
+
+
+def range_of(hint: Any) -> Range | None:
+    origin = get_origin(hint)
+    if origin is Annotated:
+        return next((e for e in get_args(hint)[1:] if isinstance(e, Range)), None)
+    if origin in (Union, types.UnionType):
+        return next((r for arm in get_args(hint) if (r := range_of(arm)) is not None), None)
+    return None
