@@ -48,12 +48,11 @@ def test_an_edited_csv_is_not_served_old_models(make_cfg, tmp_path):
     assert not run_experiment(cfg, tmp_path / "c")["method_metrics"]["original_hit"]
 
 
-def poisoned_test_set(split):
-    """The same split, with NaN test images: anything computed from them is NaN."""
+def without_test_images(split):
+    """The same split with no test images at all: a method that reads them crashes."""
     import dataclasses
 
-    data = dataclasses.replace(split.data, x_test=torch.full_like(split.data.x_test, math.nan))
-    return dataclasses.replace(split, data=data)
+    return dataclasses.replace(split, data=dataclasses.replace(split.data, x_test=None))
 
 
 @pytest.mark.parametrize(
@@ -65,8 +64,9 @@ def poisoned_test_set(split):
     ],
 )
 def test_no_method_looks_at_the_test_set(make_cfg, tmp_path, method, options):
-    """Issue 12 bug 2: with the test images turned into NaN, a method that read them would
-    produce NaN targets or weights; they use the validation split instead."""
+    """Issue 12 bug 2: the test set is for evaluation only. With the test images removed, the
+    old code crashed (forget_target read split.test, adversarial data.x_test); methods now use
+    the validation split."""
     from unlearn_cli.data import load_dataset
     from unlearn_cli.data.spec import split_from_config
     from unlearn_cli.methods import UnlearnContext, method_options, run_method
@@ -83,7 +83,7 @@ def test_no_method_looks_at_the_test_set(make_cfg, tmp_path, method, options):
     train_classifier(model, data.x_train, data.y_train, cfg.model.train, torch.device("cpu"), 0,
                      "original", rows=split.trainable_idx)  # fmt: skip
     ctx = UnlearnContext(cfg.model.train, torch.device("cpu"), 0, lambda: None)
-    out = run_method(method, model, poisoned_test_set(split), ctx, method_options(cfg.method))
+    out = run_method(method, model, without_test_images(split), ctx, method_options(cfg.method))
     assert is_finite_model(out)
     for key in ("forget_target",):
         if key in ctx.metrics:
@@ -159,3 +159,14 @@ def test_train_limit_is_a_fixed_stratified_subset(make_cfg, tmp_path):
     assert set(small.ids()) < set(full.ids())
     again = load_dataset(make_cfg("dataset.train_limit=2000").dataset, tmp_path)
     assert again.ids() == small.ids()
+
+
+def test_benchmark_variants_are_reported_apart(make_cfg, tmp_path):
+    """The memorising variant's rows must not merge with the main benchmark's in a report."""
+    from unlearn_cli.record import variant_label
+
+    main, memorise = make_cfg(), make_cfg("sweep=bench_memorise")
+    assert variant_label(main.dataset, "dataset") == "animal_mnist"
+    assert variant_label(memorise.dataset, "dataset") == "animal_mnist[train_limit=2000]"
+    assert variant_label(main.model, "model") == "cnn"
+    assert variant_label(memorise.model, "model") == "cnn[train.epochs=40,train.weight_decay=0.0]"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -39,6 +40,33 @@ def method_options(cfg: DictConfig) -> dict[str, Any]:
     return OmegaConf.to_container(cfg.method, resolve=True)
 
 
+def variant_label(node: DictConfig, kind: str) -> str:
+    """The node's name, with the options that differ from its schema's defaults:
+    `animal_mnist[train_limit=2000]`, so reports keep variants of a dataset or model apart.
+    Options that only change how data is loaded (not what is learnt) are left out."""
+    try:
+        from unlearn_cli.data.builders import LOADING_ONLY, dataset_options
+        from unlearn_cli.models.builders import model_options
+
+        opts = (dataset_options if kind == "dataset" else model_options)(node)
+        given, default = flat(dataclasses.asdict(opts)), flat(dataclasses.asdict(type(opts)()))
+    except Exception:  # noqa: BLE001 - a config that does not validate keeps its plain name
+        return str(node.get("name"))
+    skip = LOADING_ONLY + ("root", "path", "download", "verify_checksums")
+    changed = [f"{k}={v}" for k, v in given.items() if v != default.get(k) and k not in skip]
+    return f"{node.name}[{','.join(changed)}]" if changed else str(node.name)
+
+
+def flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 class RunRecord:
     """The run's metrics.json; every update rewrites it atomically."""
 
@@ -49,8 +77,8 @@ class RunRecord:
             "status": "running",
             "started_at": now(),
             "config": {
-                "dataset": cfg.dataset.name,
-                "model": cfg.model.name,
+                "dataset": variant_label(cfg.dataset, "dataset"),
+                "model": variant_label(cfg.model, "model"),
                 "method": cfg.method.name,
                 "forget": forget_tag,
                 "seed": cfg.seed,
