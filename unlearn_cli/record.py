@@ -49,7 +49,8 @@ def variant_label(node: DictConfig, kind: str) -> str:
         from unlearn_cli.models.builders import model_options
 
         opts = (dataset_options if kind == "dataset" else model_options)(node)
-        given, default = flat(dataclasses.asdict(opts)), flat(dataclasses.asdict(type(opts)()))
+        given = flatten(dataclasses.asdict(opts))
+        default = flatten(dataclasses.asdict(type(opts)()))
     except Exception:  # noqa: BLE001 - a config that does not validate keeps its plain name
         return str(node.get("name"))
     skip = LOADING_ONLY + ("root", "path", "download", "verify_checksums")
@@ -57,11 +58,12 @@ def variant_label(node: DictConfig, kind: str) -> str:
     return f"{node.name}[{','.join(changed)}]" if changed else str(node.name)
 
 
-def flat(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in tree.items():
+def flatten(options: dict, prefix: str = "") -> dict[str, Any]:
+    """Nested options as dotted keys, as they are written on the command line."""
+    out: dict[str, Any] = {}
+    for key, value in options.items():
         if isinstance(value, dict):
-            out.update(flat(value, f"{prefix}{key}."))
+            out.update(flatten(value, f"{prefix}{key}."))
         else:
             out[f"{prefix}{key}"] = value
     return out

@@ -32,7 +32,7 @@ from rich.table import Table
 from unlearn_cli.atomic import atomic_write_text
 from unlearn_cli.errors import UserError
 from unlearn_cli.evaluation.tables import rich_table
-from unlearn_cli.record import short_hash
+from unlearn_cli.record import flatten, short_hash
 
 log = logging.getLogger(__name__)
 
@@ -149,17 +149,6 @@ def per_seed_rows(files: list[Path]) -> pd.DataFrame:
             rows.setdefault(key, row)
     frame = pd.DataFrame.from_records(list(rows.values()))
     return label_configurations(frame, options)
-
-
-def flatten(options: dict, prefix: str = "") -> dict[str, Any]:
-    """Nested options as dotted keys, as they are written on the command line."""
-    flat: dict[str, Any] = {}
-    for key, value in options.items():
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def option_text(value: Any) -> str:
