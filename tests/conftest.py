@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,8 @@ from PIL import Image
 import unlearn_cli.cli  # noqa: F401  (registers the forget_tag resolver used by the configs)
 
 # Tiny synthetic data and a narrow CNN: a whole experiment takes well under a second. The noise
-# floor's second retrain is off here; tests/test_trust.py runs it.
+# floor's second retrain is off here (tests/test_trust.py runs it), and so are the run's plots
+# (seconds of matplotlib per run; tests/test_cli.py checks them).
 TINY = [
     "dataset=synthetic",
     "model.width=8",
@@ -24,6 +26,7 @@ TINY = [
     "model.train.batch_size=32",
     "device=cpu",
     "evaluation.noise_floor=false",
+    "evaluation.plots=false",
 ]
 
 
@@ -43,8 +46,9 @@ def unlearn_executable() -> str:
 
 
 @pytest.fixture
-def run_cli(tmp_path: Path):
-    """Run the installed `unlearn` script in a subprocess, inside tmp_path."""
+def run_script(tmp_path: Path):
+    """Run the installed `unlearn` script in a subprocess, inside tmp_path: for what only a real
+    process shows (the console script itself, signals, launchers that spawn processes)."""
 
     def run(*args: str, check: bool = False) -> subprocess.CompletedProcess:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -59,6 +63,21 @@ def run_cli(tmp_path: Path):
         if check and proc.returncode != 0:
             raise AssertionError(f"unlearn {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
         return proc
+
+    return run
+
+
+@pytest.fixture
+def run_cli(unlearn_here):
+    """`unlearn ARGS` inside tmp_path, in-process (a subprocess costs seconds of imports): the
+    same exit code, stdout and stderr as the script gives. An exception the CLI lets escape
+    fails the test with its traceback."""
+
+    def run(*args: str, check: bool = False) -> subprocess.CompletedProcess:
+        code, out, err = unlearn_here(*args)
+        if check and code != 0:
+            raise AssertionError(f"unlearn {' '.join(args)} failed:\n{out}\n{err}")
+        return subprocess.CompletedProcess(["unlearn", *args], code, out, err)
 
     return run
 
@@ -119,10 +138,13 @@ def unlearn_here(tmp_path, monkeypatch, capfd):
 
     def run(*args: str) -> tuple[int, str, str]:
         capfd.readouterr()
+        sigterm = signal.getsignal(signal.SIGTERM)  # main() turns SIGTERM into Ctrl-C
         try:
             code = unlearn_cli.cli.main(list(args))
         except SystemExit as exc:
             code = exc.code
+        finally:
+            signal.signal(signal.SIGTERM, sigterm)
         out, err = capfd.readouterr()
         return code, out, err
 

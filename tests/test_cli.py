@@ -1,4 +1,4 @@
-"""The installed `unlearn` script, run as a user would, in a subprocess."""
+"""`unlearn` run as a user would: in-process (`run_cli`), and once as the installed script."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 from .conftest import TINY as TINY_ARGS
 
 
-def test_single_run_writes_the_run_folder(run_cli, tmp_path):
-    proc = run_cli("run", *TINY_ARGS, check=True)
+def test_single_run_writes_the_run_folder(run_script, run_cli, tmp_path):
+    proc = run_script("run", *TINY_ARGS, "evaluation.plots=true", check=True)  # the script
     runs = list((tmp_path / "outputs" / "runs").iterdir())
     assert len(runs) == 1
     run = runs[0]
@@ -24,6 +24,8 @@ def test_single_run_writes_the_run_folder(run_cli, tmp_path):
         ".hydra/config.yaml",
         "checkpoints/unlearned.safetensors",
         "checkpoints/unlearned.json",
+        "plots/per_class_accuracy.png",
+        "plots/mia_confidence.png",
     ):
         assert (run / name).is_file(), name
     metrics = json.loads((run / "metrics.json").read_text())

@@ -83,10 +83,9 @@ def composed(tmp_path_factory):
     out = {}
     with initialize_config_module("unlearn_cli.configs", version_base="1.3"):
         for overrides, _, _ in CASES:
-            out[case_id((overrides,))] = (
-                compose("config", overrides=overrides),  # the YAML files' own values
-                compose("config", overrides=["device=cpu", f"cache_dir={cache}", *overrides]),
-            )
+            yaml = compose("config", overrides=overrides)  # the YAML files' own values
+            runnable = OmegaConf.merge(yaml, {"device": "cpu", "cache_dir": str(cache)})
+            out[case_id((overrides,))] = (yaml, runnable)
     return out
 
 
@@ -251,23 +250,47 @@ def toy_method():
         yaml.unlink(missing_ok=True)
 
 
-def test_a_new_method_is_its_module_and_yaml(toy_method, run_cli, tmp_path):
+# One fresh process (the package discovers its methods at import) runs all the checks.
+NEW_METHOD_CHECKS = """
+import contextlib, io, json, sys
+import unlearn_cli.cli as cli
+
+def unlearn(*args):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = cli.main(list(args))
+        except SystemExit as exc:  # Hydra's --help exits
+            code = exc.code
+    return {"code": code, "out": out.getvalue(), "err": err.getvalue()}
+
+tiny = sys.argv[1:]
+print(json.dumps({
+    "help": unlearn("run", "--help"),
+    "run": unlearn("run", *tiny, "model.train.epochs=2", "method=toy_scale", "method.factor=0.9",
+                   "evaluation.plots=false"),
+    "bad": unlearn("run", *tiny, "method=toy_scale", "method.factor=-1"),
+    "bench": cli.registered_methods().split(","),
+}))
+"""
+
+
+def test_a_new_method_is_its_module_and_yaml(toy_method, tmp_path):
     """Help, a run with a checked option, and the benchmark pick it up without other edits."""
+    import json
     import subprocess
     import sys
 
-    help_text = run_cli("run", "--help", check=True).stdout
-    assert "toy_scale" in help_text
-    proc = run_cli("run", *TINY, "model.train.epochs=2", "method=toy_scale", "method.factor=0.9",
-                   "evaluation.plots=false", check=True)  # fmt: skip
-    assert "toy_scale" in proc.stdout
-    bad = run_cli("run", *TINY, "method=toy_scale", "method.factor=-1")
-    assert bad.returncode == 2 and "method.factor must be a number > 0" in bad.stderr
-    bench = subprocess.run(
-        [sys.executable, "-c", "import unlearn_cli.cli as c; print(c.registered_methods())"],
-        capture_output=True, text=True, check=True, cwd=tmp_path,
-    )  # fmt: skip
-    assert "toy_scale" in bench.stdout.split(",") or "toy_scale" in bench.stdout
+    proc = subprocess.run([sys.executable, "-c", NEW_METHOD_CHECKS, *TINY], capture_output=True,
+                          text=True, cwd=tmp_path, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert seen["help"]["code"] == 0 and "toy_scale" in seen["help"]["out"]
+    assert seen["run"]["code"] == 0, seen["run"]["err"]
+    metrics = json.loads(next((tmp_path / "outputs" / "runs").glob("*/metrics.json")).read_text())
+    assert metrics["config"]["method"] == "toy_scale" and metrics["method_metrics"]["factor"] == 0.9
+    assert seen["bad"]["code"] == 2 and "method.factor must be a number > 0" in seen["bad"]["err"]
+    assert "toy_scale" in seen["bench"]
 
 
 def test_readme_option_tables_are_current():

@@ -70,9 +70,11 @@ def test_a_method_without_a_guard_that_returns_nan_is_caught(unlearn_here, tmp_p
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "kill"])
-def test_interrupted_run_is_recorded_and_a_rerun_resumes_from_the_cache(tmp_path, sig):
+def test_interrupted_run_is_recorded_and_a_rerun_resumes_from_the_cache(tmp_path, sig,
+                                                                        unlearn_here):  # fmt: skip
+    # 20 epochs: the retrain runs for seconds, so the signal lands inside its training loop.
     args = [unlearn_executable(), "run", "dataset=digits", "model.width=8",
-            "model.train.epochs=60", "device=cpu", "forget_class=3",
+            "model.train.epochs=20", "device=cpu", "forget_class=3",
             "evaluation.noise_floor=false"]  # fmt: skip
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL,
@@ -88,9 +90,11 @@ def test_interrupted_run_is_recorded_and_a_rerun_resumes_from_the_cache(tmp_path
     assert json.loads((run / "metrics.json").read_text())["status"] == "interrupted"
     entries = cache_entries(tmp_path)
     assert len(entries) == 1 and entries[0].startswith("original-")  # no torn or partial entry
-    rerun = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
-    assert rerun.returncode == 0, rerun.stderr
-    assert "cache hit: original model" in rerun.stderr  # resumed: the finished model is reused
+    if sig == signal.SIGTERM:
+        return  # how a run ends does not change what a rerun finds: one rerun suffices
+    code, _, err = unlearn_here(*args[1:])  # the rerun, in-process
+    assert code == 0, err
+    assert "cache hit: original model" in err  # resumed: the finished model is reused
     assert len(cache_entries(tmp_path)) == 2
 
 
@@ -98,7 +102,7 @@ def test_same_config_and_seed_give_identical_metrics(unlearn_here, tmp_path):
     """Two runs from empty caches (everything retrained): bit-identical metrics on the CPU."""
     results = []
     for attempt in ("a", "b"):
-        code, _, err = unlearn_here("run", *TINY, "method=scrub", "seed=3",
+        code, _, err = unlearn_here("run", *TINY, "model.train.epochs=4", "method=scrub", "seed=3",
                                     f"cache_dir={tmp_path / attempt}")  # fmt: skip
         assert code == 0, err
     runs = sorted((tmp_path / "outputs" / "runs").iterdir())

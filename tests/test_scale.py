@@ -33,11 +33,11 @@ def test_parallel_launcher_trains_each_base_model_once(run_cli, tmp_path):
 
 def test_submitit_local_executor_runs_the_jobs(run_cli, tmp_path):
     """The Slurm path (hydra-submitit-launcher) with submitit's local executor."""
-    run_cli("run", "-m", "hydra/launcher=submitit_local", "method=retrain", "seed=0,1", *TINY,
+    run_cli("run", "-m", "hydra/launcher=submitit_local", "method=retrain", "seed=0", *TINY,
             check=True)  # fmt: skip
     sweep = only_sweep(tmp_path)
     summary = pd.read_csv(sweep / "summary.csv")
-    assert len(summary) == 2 and (summary["status"] == "completed").all()
+    assert len(summary) == 1 and (summary["status"] == "completed").all()
     assert (sweep / ".submitit").is_dir()  # the jobs really went through submitit
 
 

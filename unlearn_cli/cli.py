@@ -348,6 +348,7 @@ def run_command(args: list[str]) -> int:
 
     check_overrides(args)
     sys.argv = ["unlearn run", *args]
+    sweep.last_sweep_failed = False  # a single run after a failed sweep in the same process
     hydra_run()
     return 1 if sweep.last_sweep_failed else 0
 
