@@ -57,7 +57,8 @@ def test_every_option_composes_and_validates(make_cfg, group, option):
 
 
 @pytest.mark.parametrize(
-    ("group", "option"), [(g, o) for g in ("experiment", "sweep") for o in group_options(g)]
+    ("group", "option"),
+    [(g, o) for g in ("experiment", "variant", "sweep") for o in group_options(g)],
 )
 def test_presets_compose(make_cfg, group, option):
     cfg = make_cfg(f"{group}={option}")
@@ -66,8 +67,9 @@ def test_presets_compose(make_cfg, group, option):
         assert cfg.forget_class == "elephant" and cfg.forget_fraction is None
     if option == "random10":
         assert cfg.forget_fraction == 0.1 and cfg.forget_class is None
-    if option.startswith("tune_"):
-        assert cfg.method.name == option.removeprefix("tune_")
+    if option.startswith("tune_"):  # tune_<method> or tune_<method>_<class|samples>
+        method = option.removeprefix("tune_").removesuffix("_class").removesuffix("_samples")
+        assert cfg.method.name == method
 
 
 @pytest.mark.parametrize("option", group_options("model"))

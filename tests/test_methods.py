@@ -193,7 +193,7 @@ def test_influence_lands_near_the_retrained_optimum(convex, make_cfg, gradient):
     mcfg, split, original, retrained = convex
     cfg = make_cfg(
         "method=influence", "method.solver=exact", f"method.gradient={gradient}",
-        f"method.l2={L2}", "method.damping=0", "method.newton_steps=1", "method.scale_random=1",
+        f"method.l2={L2}", "method.damping=0", "method.newton_steps=1", "method.scale=1",
         "method.hessian_samples=null",
     )  # fmt: skip
     ctx = UnlearnContext(mcfg.train, CPU, 0, lambda: None)

@@ -33,13 +33,19 @@ def schema_table(schema: type, prefix: str) -> list[str]:
             continue  # nested schemas (model.train) have a table of their own
         allowed = describe(hints[f.name]).replace("|", "\\|")
         meaning = f.metadata.get("help", "").replace("|", "\\|")
-        lines.append(f"| `{prefix}{f.name}` | {allowed} | `{value_text(defaults[f.name])}` | "
-                     f"{meaning} |")  # fmt: skip
+        default = f"`{value_text(defaults[f.name])}`"
+        if "by_targets" in f.metadata:  # a per-scenario default
+            per = f.metadata["by_targets"]
+            default += (
+                f": class `{value_text(per['class'])}`, samples `{value_text(per['samples'])}`"
+            )
+        lines.append(f"| `{prefix}{f.name}` | {allowed} | {default} | {meaning} |")
     return lines
 
 
 def options_markdown() -> str:
     from unlearn_cli.methods import METHODS, options_type
+    from unlearn_cli.methods.base import WHAT
     from unlearn_cli.training import TrainOptions
 
     parts = [BEGIN, "", "#### `model.train` (every model; each model's YAML sets its defaults)", ""]
@@ -51,6 +57,8 @@ def options_markdown() -> str:
             parts.append((schema.__doc__ or "no options").strip())
             continue
         parts += schema_table(schema, "method.")
+        for targets, reason in schema.unsuited.items():
+            parts += ["", f"**Not suited to forgetting {WHAT[targets]}**: {reason}."]
         renamed = getattr(schema, "renamed", {})
         if renamed:
             moves = ", ".join(f"`{old}` -> `{new}`" for old, new in renamed.items())

@@ -17,7 +17,7 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, ClassVar, Literal, TypeVar, Union, get_args, get_origin
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -67,6 +67,13 @@ Share = Annotated[float, Range(ge=0, le=1)]  # a convex weight or a share of som
 Momentum = Annotated[float, Range(ge=0, lt=1)]
 Optimizer = Literal["sgd", "adam", "adamw"]
 
+T = TypeVar("T")
+# A field whose default depends on what is forgotten (see `by_targets`): `auto` or a value.
+Auto = Union[Literal["auto"], T]  # noqa: UP007 - a generic alias needs Union
+# What a run forgets, as the methods see it: whole classes, or samples (a random share or an
+# explicit forget list, which is judged like random samples).
+TARGETS = ("class", "samples")
+
 
 def opt(default: Any, help: str = "") -> Any:  # noqa: A002 - the natural name for a help text
     """A schema field with its default and the help text the README's option tables show."""
@@ -75,11 +82,42 @@ def opt(default: Any, help: str = "") -> Any:  # noqa: A002 - the natural name f
     return dataclasses.field(default=default, metadata={"help": help})
 
 
+def by_targets(classes: Any, samples: Any, help: str = "") -> Any:  # noqa: A002
+    """A field (typed `Auto[...]`) whose default depends on what is forgotten: `classes` when a
+    run forgets whole classes, `samples` when it forgets samples (a random share or a forget
+    list). The YAML says `auto`; an explicit value applies to both. The two values were chosen
+    by the tuning sweeps of docs/benchmark.md (configs/sweep/tune_<method>.yaml)."""
+    return dataclasses.field(
+        default="auto",
+        metadata={"help": help, "by_targets": {"class": classes, "samples": samples}},
+    )
+
+
+def targets_defaults(schema: type) -> dict[str, dict[str, Any]]:
+    """{field: {"class": value, "samples": value}} for the schema's `by_targets` fields."""
+    return {
+        f.name: f.metadata["by_targets"] for f in fields_of(schema) if "by_targets" in f.metadata
+    }
+
+
 @dataclass(frozen=True)
 class Options:
     """Base of every schema. `renamed` maps a former key to the key that replaced it."""
 
     renamed: ClassVar[dict[str, str]] = {}
+    # targets ("class" | "samples") -> why the method is not recommended there: on the report
+    # seeds of docs/benchmark.md no setting beat doing nothing. Runs say so in their log.
+    unsuited: ClassVar[dict[str, str]] = {}
+
+    def for_targets(self, targets: str):
+        """These options with every `auto` of a `by_targets` field replaced by its default for
+        `targets`; explicit values are kept."""
+        changes = {
+            name: values[targets]
+            for name, values in targets_defaults(type(self)).items()
+            if getattr(self, name) == "auto"
+        }
+        return dataclasses.replace(self, **changes) if changes else self
 
     def check(self, where: str) -> None:
         """Rules across several fields; raise `fail(...)` when one is broken."""
@@ -115,8 +153,17 @@ def plain(node: Any) -> Any:
     return node
 
 
-def parse(schema: type, node: Mapping | DictConfig | None, where: str, skip=("name",)):
-    """The schema instance for a config node; one UserError line for the first bad key."""
+def parse(
+    schema: type,
+    node: Mapping | DictConfig | None,
+    where: str,
+    skip=("name",),
+    targets: str | None = None,
+):
+    """The schema instance for a config node; one UserError line for the first bad key.
+
+    With `targets` ("class" | "samples"), `auto` values of `by_targets` fields become that
+    scenario's defaults before the cross-field `check()`."""
     values = {k: plain(v) for k, v in (plain(node) or {}).items()}
     for key in skip:
         values.pop(key, None)
@@ -130,7 +177,10 @@ def parse(schema: type, node: Mapping | DictConfig | None, where: str, skip=("na
         if f.name in values:
             parsed[f.name] = coerce(hints[f.name], values[f.name], where, f.name)
     instance = schema(**parsed)
-    instance.check(where)
+    if targets is not None:
+        instance = instance.for_targets(targets)
+    if instance.for_targets("class") is instance:  # no `auto` left: the cross-field rules apply
+        instance.check(where)  # (else run_method checks them once the split has resolved it)
     return instance
 
 

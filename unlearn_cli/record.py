@@ -31,12 +31,15 @@ def config_hash(cfg: DictConfig) -> str:
     return short_hash(OmegaConf.to_container(cfg, resolve=True))
 
 
-def method_options(cfg: DictConfig) -> dict[str, Any]:
-    """The method's config node as a plain dict.
+def method_options(cfg: DictConfig, typed: Any = None) -> dict[str, Any]:
+    """The method's options as a plain dict: the typed ones the method ran with (per-scenario
+    `auto` defaults resolved) when given, else its config node.
 
     Recorded so that `unlearn report` can tell apart runs of one method with different options
     (a tuning sweep's learning rates) instead of merging them, and name what differs.
     """
+    if typed is not None:
+        return {"name": cfg.method.name, **dataclasses.asdict(typed)}
     return OmegaConf.to_container(cfg.method, resolve=True)
 
 
@@ -72,9 +75,9 @@ def flatten(options: dict, prefix: str = "") -> dict[str, Any]:
 class RunRecord:
     """The run's metrics.json; every update rewrites it atomically."""
 
-    def __init__(self, run_dir: Path, cfg: DictConfig, forget_tag: str) -> None:
+    def __init__(self, run_dir: Path, cfg: DictConfig, forget_tag: str, method: Any = None) -> None:
         self.path = Path(run_dir) / "metrics.json"
-        options = method_options(cfg)
+        options = method_options(cfg, method)
         self.data: dict[str, Any] = {
             "status": "running",
             "started_at": now(),

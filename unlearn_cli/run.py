@@ -26,7 +26,7 @@ from unlearn_cli.evaluation.lira import add_lira, add_ulira
 from unlearn_cli.evaluation.plots import confidence_histograms, per_class_accuracy_plot
 from unlearn_cli.evaluation.tables import metrics_by_model_table, models_frame, write_csv
 from unlearn_cli.inference import predict_logits
-from unlearn_cli.methods import UnlearnContext, run_method
+from unlearn_cli.methods import UnlearnContext, log_method_defaults, run_method
 from unlearn_cli.methods.common import is_finite_model
 from unlearn_cli.models import build_model, save_checkpoint
 from unlearn_cli.record import RunRecord
@@ -54,7 +54,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path | str) -> dict:
     split = split_from_config(data, cfg)
     # Options that depend on the architecture (e.g. influence's dense Hessian size).
     typed.method.check_model(build_model(typed.model, data.input_shape, data.num_classes, 0))
-    record = RunRecord(run_dir, cfg, tag)
+    record = RunRecord(run_dir, cfg, tag, typed.method)
     record.update(split=split.describe(), device=str(device))
     judged = " (a forget list, judged like random samples)" if split.scenario == "list" else ""
     log.info(
@@ -69,6 +69,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path | str) -> dict:
         len(split.validation_idx),
         device,
     )
+    log_method_defaults(cfg.method, typed.method, split.targets)
     try:
         models, seconds, method_metrics, counts = build_models(cfg, split, device, typed)
         rows, details, confidences = evaluate_models(

@@ -44,6 +44,13 @@ class RunOptions(Options):
     threads: Literal["auto"] | Count = opt("auto", "CPU threads for torch")
     cache_dir: str = opt("outputs/cache", "trained models and dataset arrays, shared by all runs")
 
+    @property
+    def targets(self) -> str:
+        """What the run forgets: `class` (forget_class, or the dataset's default class) or
+        `samples` (a random share or a forget list); it picks per-scenario method defaults."""
+        return "class" if self.forget_fraction is None and self.forget_indices_file is None \
+            else "samples"  # fmt: skip
+
     def check(self, where: str) -> None:
         given = [k for k in ("forget_class", "forget_fraction", "forget_indices_file")
                  if getattr(self, k) is not None]  # fmt: skip
@@ -72,7 +79,7 @@ def validate_config(cfg: DictConfig) -> RunConfig:
         run=run,
         dataset=dataset_options(cfg.dataset),
         model=model_options(cfg.model),
-        method=method_options(cfg.method),
+        method=method_options(cfg.method, run.targets),
         evaluation=evaluation_options(cfg.evaluation),
     )
     check_writable(Path(run.cache_dir), "cache_dir")

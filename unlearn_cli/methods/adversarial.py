@@ -33,7 +33,16 @@ from unlearn_cli.methods.common import (
     retain_batches,
     to_train_mode,
 )
-from unlearn_cli.options import Count, Momentum, NonNegative, Options, Positive, opt
+from unlearn_cli.options import (
+    Auto,
+    Count,
+    Momentum,
+    NonNegative,
+    Options,
+    Positive,
+    by_targets,
+    opt,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +57,8 @@ class AdversarialOptions(Options):
     beta1: Momentum = opt(0.5, "Adam beta1 of both optimizers")
     beta2: Momentum = opt(0.999, "Adam beta2 of both optimizers")
     weight_decay: NonNegative = opt(0.0005, "weight decay of both optimizers")
-    reference: Literal["auto", "retain", "heldout"] = opt(
-        "auto", "the 'real' samples; auto: retain for a class, heldout for samples"
+    reference: Auto[Literal["retain", "heldout"]] = by_targets(
+        "retain", "heldout", "the 'real' samples: retain, or heldout (the validation split)"
     )
     retain_loss: Literal["ce", "kl"] = opt("ce", "ce, or kl to the frozen original")
     retain_weight: NonNegative = opt(1.0, "multiplier of the retain term")
@@ -66,8 +75,6 @@ def discriminator(num_classes: int) -> nn.Module:
 
 def reference_batches(split: ForgetSplit, choice: str, device, batch_size: int, gen):
     """Endless batches of reference images (their labels are never used)."""
-    if choice == "auto":
-        choice = "retain" if split.scenario == "class" else "heldout"
     if choice == "retain":
         return retain_batches(split, device, batch_size, gen)
     if choice == "heldout":  # the validation split: unseen by every model, never the test set

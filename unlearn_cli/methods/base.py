@@ -9,6 +9,7 @@ any work starts.
 from __future__ import annotations
 
 import inspect
+import logging
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from torch import nn
 
 from unlearn_cli.cost import Cost
 from unlearn_cli.data.split import ForgetSplit
-from unlearn_cli.options import Options, parse
+from unlearn_cli.options import Options, parse, targets_defaults
 from unlearn_cli.registry import Registry
 from unlearn_cli.training import train_options
 
@@ -56,6 +57,8 @@ class UnlearnMethod(Protocol):
 
 
 METHODS: Registry[UnlearnMethod] = Registry("method")
+log = logging.getLogger(__name__)
+WHAT = {"class": "whole classes", "samples": "samples"}
 
 
 def options_type(name: str) -> type[Options]:
@@ -67,9 +70,10 @@ def options_type(name: str) -> type[Options]:
     return hints["opts"]
 
 
-def method_options(node) -> Options:
-    """The typed options of the method config node `node` (its `name` picks the schema)."""
-    return parse(options_type(node["name"]), node, "method")
+def method_options(node, targets: str | None = None) -> Options:
+    """The typed options of the method config node `node` (its `name` picks the schema); with
+    `targets` ("class" | "samples") its `auto` defaults become that scenario's."""
+    return parse(options_type(node["name"]), node, "method", targets=targets)
 
 
 def run_method(
@@ -79,6 +83,24 @@ def run_method(
     ctx: UnlearnContext,
     opts: Options | None = None,
 ) -> nn.Module:
-    """Apply method `name` with `opts` (its schema's defaults when None)."""
+    """Apply method `name` with `opts` (its schema's defaults when None), any `auto` of a
+    per-scenario option resolved for what `split` forgets."""
     opts = options_type(name)() if opts is None else opts
-    return METHODS.get(name)(model, split, ctx, opts)
+    resolved = opts.for_targets(split.targets)
+    if resolved is not opts:
+        resolved.check("method")
+    return METHODS.get(name)(model, split, ctx, resolved)
+
+
+def log_method_defaults(node, opts: Options, targets: str) -> None:
+    """Say which per-scenario defaults a run uses, and warn when the method is documented as
+    unsuited to what it forgets (no setting beat doing nothing on the report seeds)."""
+    chosen = [
+        f"{k}={getattr(opts, k)}" for k in targets_defaults(type(opts)) if node.get(k) == "auto"
+    ]
+    if chosen:
+        log.info("%s defaults for forgetting %s: %s (tuned on the seeds of docs/benchmark.md)",
+                 node["name"], WHAT[targets], ", ".join(chosen))  # fmt: skip
+    reason = type(opts).unsuited.get(targets)
+    if reason:
+        log.warning("%s is not suited to forgetting %s: %s", node["name"], WHAT[targets], reason)

@@ -2,7 +2,7 @@
 
     theta' = theta - scale * (H_r + damping I)^-1 grad L_r(theta)   (repeated newton_steps times)
 
-`scale` is `scale_class` for class forgetting and `scale_random` for random forgetting.
+`scale` defaults to 1 for class forgetting and 5 for samples (`auto`; see `by_targets`).
 
 L_r is the mean cross-entropy over the retain set plus (l2/2)||theta||^2 and H_r its Hessian. At an
 optimum of the full objective this equals theta + H_r^-1 (1/(n-|F|)) sum_{z in F} grad loss(z): the
@@ -42,13 +42,24 @@ from unlearn_cli.data.split import ForgetSplit
 from unlearn_cli.errors import UserError
 from unlearn_cli.inference import eval_mode
 from unlearn_cli.methods.base import METHODS, UnlearnContext
-from unlearn_cli.options import Count, NonNegative, Options, Positive, Range, opt
+from unlearn_cli.options import (
+    Auto,
+    Count,
+    NonNegative,
+    Options,
+    Positive,
+    Range,
+    by_targets,
+    opt,
+)
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class InfluenceOptions(Options):
+    renamed = {"scale_class": "scale", "scale_random": "scale"}
+
     solver: Literal["exact", "cg", "last_layer"] = opt(
         "last_layer", "exact (dense Hessian) | cg (Hessian-vector products) | last_layer"
     )
@@ -58,8 +69,9 @@ class InfluenceOptions(Options):
     newton_steps: Count = opt(6, "with gradient=retain: Newton iterations on L_r")
     l2: NonNegative | None = opt(None, "L2 strength of the objective; null = train.weight_decay")
     damping: NonNegative = opt(0.001, "added to the Hessian's diagonal")
-    scale_class: Positive = opt(1.0, "step multiplier for class forgetting")
-    scale_random: Positive = opt(5.0, "step multiplier for random forgetting")
+    scale: Auto[Positive] = by_targets(
+        1.0, 5.0, "step multiplier (one step underestimates the removal of scattered samples)"
+    )
     hessian_samples: Count | None = opt(2000, "retain samples for the Hessian; null = all")
     batch_size: Count = opt(512, "samples per gradient/Hessian batch")
     max_exact_params: Count = opt(20000, "refuse a dense Hessian above this many parameters")
@@ -229,7 +241,7 @@ def step_scale(opts, split: ForgetSplit, linear: bool = False) -> float:
     samples. A convex model's quadratic model is accurate: no scaling."""
     if linear and opts.gradient == "auto":
         return 1.0
-    return float(opts.scale_class if split.scenario == "class" else opts.scale_random)
+    return float(opts.scale)
 
 
 def solver_inputs(model: nn.Module, split: ForgetSplit, rows, device: torch.device,

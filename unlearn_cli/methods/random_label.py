@@ -17,14 +17,15 @@ from unlearn_cli.data.split import ForgetSplit
 from unlearn_cli.methods.base import METHODS, UnlearnContext
 from unlearn_cli.methods.common import forget_and_retain_batches
 from unlearn_cli.methods.step_loop import StepLoopOptions, prepare, step_loop, steps_for
-from unlearn_cli.options import Count, NonNegative, Positive, opt
+from unlearn_cli.options import Auto, Count, NonNegative, Positive, by_targets, opt
 
 
 @dataclass(frozen=True)
 class RandomLabelOptions(StepLoopOptions):
     renamed = {"epochs": "forget_epochs"}
-    forget_epochs: Count = opt(3, "passes over the forget set")
-    lr: Positive = opt(0.002, "learning rate (cosine-annealed to 0)")
+    # Samples: one gentle pass; more relabels far more than retraining forgets (tune_*_samples).
+    forget_epochs: Auto[Count] = by_targets(3, 1, "passes over the forget set")
+    lr: Auto[Positive] = by_targets(0.002, 0.0005, "learning rate (cosine-annealed to 0)")
     retain_weight: NonNegative = opt(1.0, "multiplier of the retain batch's cross-entropy")
 
 

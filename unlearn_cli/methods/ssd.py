@@ -23,6 +23,12 @@ from unlearn_cli.options import Count, Options, Positive, opt
 @dataclass(frozen=True)
 class SsdOptions(Options):
     renamed = {"alpha": "select_threshold"}
+    unsuited = {
+        "samples": "no select_threshold of the tuning grid (2, 5, 10, 45) beat doing nothing on "
+        "both benchmark variants: on the full one thresholds up to 10 also dampen what the "
+        "retained data need (retain accuracy 10-15%) and 45 barely changes the model; on the "
+        "memorising one none changes it (configs/sweep/tune_ssd_samples.yaml)"
+    }
     select_threshold: Positive = opt(
         45.0, "select weights whose forget importance exceeds this x their overall importance"
     )
