@@ -20,7 +20,7 @@ from unlearn_cli.inference import eval_mode
 from unlearn_cli.methods.base import METHODS, UnlearnContext
 from unlearn_cli.methods.random_label import random_label_loss
 from unlearn_cli.methods.step_loop import StepLoopOptions, prepare, step_loop, steps_for
-from unlearn_cli.options import Count, NonNegative, Positive, Range, opt
+from unlearn_cli.options import Auto, Count, NonNegative, Positive, Range, by_targets, opt
 
 
 @dataclass(frozen=True)
@@ -29,8 +29,9 @@ class SalunOptions(StepLoopOptions):
     saliency: Annotated[float, Range(gt=0, le=1)] = opt(
         0.5, "share of weights (largest forget-gradient magnitude) that may change"
     )
-    forget_epochs: Count = opt(3, "passes over the forget set")
-    lr: Positive = opt(0.005, "learning rate (cosine-annealed to 0)")
+    # Samples: one gentle pass (stronger settings relabel far more than retraining forgets).
+    forget_epochs: Auto[Count] = by_targets(3, 1, "passes over the forget set")
+    lr: Auto[Positive] = by_targets(0.005, 0.0005, "learning rate (cosine-annealed to 0)")
     retain_weight: NonNegative = opt(1.0, "multiplier of the retain batch's cross-entropy")
 
 
