@@ -20,13 +20,16 @@ from torch import nn
 from unlearn_cli.data.split import ForgetSplit
 from unlearn_cli.methods.base import METHODS, UnlearnContext
 from unlearn_cli.methods.importance import diagonal_fisher, subsample
-from unlearn_cli.options import Count, NonNegative, Options, Positive, opt
+from unlearn_cli.options import Auto, Count, NonNegative, Options, Positive, by_targets, opt
 
 
 @dataclass(frozen=True)
 class FisherOptions(Options):
     renamed = {"alpha": "noise_scale"}
-    noise_scale: Positive = opt(0.000001, "noise variance = noise_scale / F (the paper's alpha)")
+    # Samples: a quarter of the class noise (more scrambles what the retained data need).
+    noise_scale: Auto[Positive] = by_targets(
+        0.000001, 0.00000025, "noise variance = noise_scale / F (the paper's alpha)"
+    )
     max_var: Positive = opt(1000.0, "cap on 1/F for hidden weights")
     max_var_head: Positive = opt(100.0, "cap on 1/F for the output layer")
     forgotten_row_var: NonNegative = opt(0.0, "noise variance on the zeroed forgotten-class rows")
