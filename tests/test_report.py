@@ -75,8 +75,10 @@ def test_report_cli_matches_the_run_files(run_cli, tmp_path):
 
     run_cli("run", "-m", *TINY, "method=retrain,negative_gradient", "seed=0,1", check=True)
     sweep = next((tmp_path / "outputs" / "sweeps").iterdir())
-    proc = run_cli("report", str(sweep), "--csv", "r.csv", "--markdown", "r.md", check=True)
+    proc = run_cli("report", str(sweep), "--csv", "r.csv", "--markdown", "r.md",
+                   "--note", "Ran with two other sweeps.", check=True)  # fmt: skip
     assert "negative_gradient" in proc.stdout
+    assert "Ran with two other sweeps." in (tmp_path / "r.md").read_text()
     table = pd.read_csv(tmp_path / "r.csv").set_index("method")
     runs = sorted(sweep.glob("*_negative_gradient_class1"))
     uas = [json.loads((r / "metrics.json").read_text())["models"]["unlearned"]["UA"] for r in runs]

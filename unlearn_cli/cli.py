@@ -367,6 +367,9 @@ def report_command(args: list[str]) -> int:
         "--bench", action="store_true", help="title and protocol text of BENCHMARKS.md"
     )
     parser.add_argument(
+        "--note", default="", help="a paragraph for the top of the Markdown (how it was run)"
+    )
+    parser.add_argument(
         "--plots",
         type=Path,
         help="folder for metric_bars.png and tradeoff.png "
@@ -378,6 +381,8 @@ def report_command(args: list[str]) -> int:
         raise UserError("none of the runs under the given folders completed")
     title = report.BENCH_TITLE if opts.bench else "Unlearning report"
     preamble = report.BENCH_PREAMBLE if opts.bench else ""
+    if opts.note:
+        preamble = f"{preamble}\n{opts.note.strip()}\n"
     report.write_report(table, opts.csv, opts.markdown, title, preamble)
     plots_dir = opts.plots or next(
         (p.parent for p in (opts.csv, opts.markdown) if p is not None), opts.paths[0]
