@@ -52,7 +52,10 @@ class AdversarialOptions(Options):
     renamed = {"epochs": "forget_epochs"}
     forget_epochs: Count = opt(3, "passes over the forget set")
     batch_size: Count = opt(64, "mini-batch size")
-    gen_lr: Positive = opt(0.0001, "the model's (generator's) Adam learning rate")
+    # Samples: 10x the class rate (1e-4 and 3e-4 leave random samples as the original has them).
+    gen_lr: Auto[Positive] = by_targets(
+        0.0001, 0.001, "the model's (generator's) Adam learning rate"
+    )
     disc_lr: Positive = opt(0.001, "the discriminator's Adam learning rate")
     beta1: Momentum = opt(0.5, "Adam beta1 of both optimizers")
     beta2: Momentum = opt(0.999, "Adam beta2 of both optimizers")

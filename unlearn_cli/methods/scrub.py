@@ -30,6 +30,7 @@ from unlearn_cli.methods.common import (
 )
 from unlearn_cli.methods.step_loop import clone_frozen
 from unlearn_cli.options import (
+    Auto,
     Count,
     Momentum,
     Natural,
@@ -37,6 +38,7 @@ from unlearn_cli.options import (
     Optimizer,
     Options,
     Positive,
+    by_targets,
     fail,
     opt,
 )
@@ -48,7 +50,10 @@ class ScrubOptions(Options):
     renamed = {"epochs": "rounds", "msteps": "max_rounds", "alpha": "kl_weight",
                "gamma": "ce_weight"}  # fmt: skip
     rounds: Count = opt(3, "rounds, each an optional max pass then `retain_steps` min steps")
-    max_rounds: Natural = opt(1, "rounds that start with a max-step pass over the forget set")
+    # Class: three max passes (one left the class recognised on a tuning seed); samples: one.
+    max_rounds: Auto[Natural] = by_targets(
+        3, 1, "rounds that start with a max-step pass over the forget set"
+    )
     retain_steps: Count | None = opt(60, "min steps per round; null = a full retain pass")
     batch_size: Count = opt(64, "mini-batch size")
     temperature: Positive = opt(4.0, "distillation temperature")
@@ -56,7 +61,7 @@ class ScrubOptions(Options):
     ce_weight: NonNegative = opt(0.99, "weight of cross-entropy in the min steps")
     rewind: bool = opt(False, "SCRUB+R: keep the round whose forget accuracy is nearest the target")
     optimizer: Optimizer = opt("sgd", "sgd | adam | adamw")
-    lr: Positive = opt(0.005, "learning rate")
+    lr: Auto[Positive] = by_targets(0.005, 0.001, "learning rate")  # samples: 0.003+ over-forgets
     momentum: Momentum = opt(0.9, "SGD momentum")
     weight_decay: NonNegative = opt(0.0005, "weight decay")
     grad_clip: NonNegative = opt(5.0, "max gradient norm; 0 turns clipping off")
