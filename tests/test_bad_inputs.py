@@ -81,7 +81,7 @@ RUN_CASES = [
     (tiny("method=negative_gradient", "method.lr=0"), "method.lr must be a number > 0", no_setup),
     (
         tiny("method=salun", "method.forget_epochs=0"),
-        "method.forget_epochs must be a whole",
+        "method.forget_epochs must be auto or a whole number >= 1",
         no_setup,
     ),
     (
