@@ -86,7 +86,7 @@ def by_targets(classes: Any, samples: Any, help: str = "") -> Any:  # noqa: A002
     """A field (typed `Auto[...]`) whose default depends on what is forgotten: `classes` when a
     run forgets whole classes, `samples` when it forgets samples (a random share or a forget
     list). The YAML says `auto`; an explicit value applies to both. The two values were chosen
-    by the tuning sweeps of docs/benchmark.md (configs/sweep/tune_<method>.yaml)."""
+    by the tuning sweeps of docs/benchmark.md (configs/sweep/tune_<method>_<class|samples>.yaml)."""
     return dataclasses.field(
         default="auto",
         metadata={"help": help, "by_targets": {"class": classes, "samples": samples}},
@@ -105,8 +105,9 @@ class Options:
     """Base of every schema. `renamed` maps a former key to the key that replaced it."""
 
     renamed: ClassVar[dict[str, str]] = {}
-    # targets ("class" | "samples") -> why the method is not recommended there: on the report
-    # seeds of docs/benchmark.md no setting beat doing nothing. Runs say so in their log.
+    # targets ("class" | "samples") -> why the method is not recommended there: on the tuning
+    # seeds of docs/benchmark.md no setting of its grid beat doing nothing. Runs say so in
+    # their log.
     unsuited: ClassVar[dict[str, str]] = {}
 
     def for_targets(self, targets: str):
@@ -118,6 +119,10 @@ class Options:
             if getattr(self, name) == "auto"
         }
         return dataclasses.replace(self, **changes) if changes else self
+
+    def has_auto(self) -> bool:
+        """Whether a per-scenario field still says `auto` (resolved once the scenario is known)."""
+        return any(getattr(self, name) == "auto" for name in targets_defaults(type(self)))
 
     def check(self, where: str) -> None:
         """Rules across several fields; raise `fail(...)` when one is broken."""
@@ -179,8 +184,8 @@ def parse(
     instance = schema(**parsed)
     if targets is not None:
         instance = instance.for_targets(targets)
-    if instance.for_targets("class") is instance:  # no `auto` left: the cross-field rules apply
-        instance.check(where)  # (else run_method checks them once the split has resolved it)
+    if not instance.has_auto():  # else run_method checks them once the split has resolved it
+        instance.check(where)
     return instance
 
 

@@ -94,7 +94,7 @@ def run_method(
 
 def log_method_defaults(node, opts: Options, targets: str) -> None:
     """Say which per-scenario defaults a run uses, and warn when the method is documented as
-    unsuited to what it forgets (no setting beat doing nothing on the report seeds)."""
+    unsuited to what it forgets (no setting beat doing nothing on the tuning seeds)."""
     chosen = [
         f"{k}={getattr(opts, k)}" for k in targets_defaults(type(opts)) if node.get(k) == "auto"
     ]
