@@ -36,6 +36,7 @@ commands:
   report  aggregate run or sweep folders into one table (mean ± std over seeds)
   audit   the NeurIPS 2023 competition's forgetting-quality score over N models per side
   predict a run's model's top-3 classes for image files, to check a result by eye
+  export  a run's unlearned model as a plain state dict and a torch.export program
 
 examples:
   unlearn run                                   # retrain baseline, forget 'elephant'
@@ -43,6 +44,7 @@ examples:
   unlearn run -m method=retrain seed=0,1,2      # a sweep, one job per seed
   unlearn report outputs/sweeps/<sweep folder>  # the sweep's table, mean ± std over seeds
   unlearn audit --methods influence,ssd --models 8 forget_fraction=0.1
+  unlearn export outputs/runs/<run folder>     # writes <run folder>/export/
 """
 
 CONFIG_GROUPS = ("dataset", "model", "method", "evaluation")
@@ -310,8 +312,9 @@ def hydra_run(cfg: DictConfig) -> float:
                   f"the run in {run_dir} holds its last good weights", file=sys.stderr)  # fmt: skip
             sys.exit(TrainingDiverged.exit_code)
         return math.inf
-    # The objective a sweeper (e.g. sweep=optuna_<method>) minimises.
-    return result["models"]["unlearned"]["avg_gap"]
+    # The objective a sweeper (e.g. sweep=optuna_<method>) minimises; without a retrained
+    # reference (evaluation.reference=none) there is none.
+    return result["models"]["unlearned"].get("avg_gap", math.nan)
 
 
 def discard_unstarted_run(run_dir: Path) -> None:
@@ -436,6 +439,24 @@ def predict_command(args: list[str]) -> int:
     return 0
 
 
+def export_command(args: list[str]) -> int:
+    import argparse
+
+    from unlearn_cli import export
+
+    parser = argparse.ArgumentParser(
+        prog="unlearn export",
+        description=export.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("run_dir", type=Path, help="a run folder (outputs/runs/...)")
+    parser.add_argument("--out", type=Path, default=None, help="folder (default RUN_DIR/export)")
+    opts = parser.parse_args(args)
+    for path in export.export_run(opts.run_dir, opts.out):
+        print(path)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -456,7 +477,9 @@ def main(argv: list[str] | None = None) -> int:
             return audit_command(rest)
         if command == "predict":
             return predict_command(rest)
-        raise unknown_choice("command", command, ["run", "report", "audit", "predict"])
+        if command == "export":
+            return export_command(rest)
+        raise unknown_choice("command", command, ["run", "report", "audit", "predict", "export"])
     except UserError as exc:
         print(f"unlearn: error: {exc}", file=sys.stderr)
         return exc.exit_code

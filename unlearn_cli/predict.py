@@ -28,7 +28,9 @@ def load_run_model(checkpoint: Path) -> tuple[nn.Module, dict]:
     shape, classes = tuple(meta["input_shape"]), meta["classes"]
 
     def fresh() -> nn.Module:
-        return build_model(OmegaConf.create(meta["model"]), shape, len(classes), seed=0)
+        return build_model(
+            OmegaConf.create(meta["model"]), shape, len(classes), seed=0, pretrained=False
+        )  # the checkpoint holds every weight
 
     if meta.get("ensemble_members"):
         from unlearn_cli.methods.sisa import SisaEnsemble

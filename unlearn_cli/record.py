@@ -91,6 +91,7 @@ class RunRecord:
                 "config_hash": config_hash(cfg),
                 "method_options": options,
                 "method_hash": short_hash(options),
+                "reference": OmegaConf.select(cfg, "evaluation.reference", default="retrain"),
             },
             "versions": {
                 "python": platform.python_version(),

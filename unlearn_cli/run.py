@@ -6,6 +6,7 @@ import copy
 import logging
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +21,8 @@ from unlearn_cli.data import ForgetSplit, load_dataset
 from unlearn_cli.data.builders import dataset_key
 from unlearn_cli.data.spec import forget_tag_of, split_from_config
 from unlearn_cli.device import resolve_device, resolve_threads
-from unlearn_cli.errors import TrainingDiverged
-from unlearn_cli.evaluation.evaluate import evaluate_models
+from unlearn_cli.errors import TrainingDiverged, UserError
+from unlearn_cli.evaluation.evaluate import evaluate_models, evidence_verdict
 from unlearn_cli.evaluation.lira import add_lira, add_ulira
 from unlearn_cli.evaluation.plots import confidence_histograms, per_class_accuracy_plot
 from unlearn_cli.evaluation.tables import metrics_by_model_table, models_frame, write_csv
@@ -29,6 +30,8 @@ from unlearn_cli.inference import predict_logits
 from unlearn_cli.methods import UnlearnContext, log_method_defaults, run_method
 from unlearn_cli.methods.common import is_finite_model
 from unlearn_cli.models import build_model, save_checkpoint
+from unlearn_cli.models.checkpoint import file_sha256
+from unlearn_cli.models.state_files import load_original
 from unlearn_cli.record import RunRecord
 from unlearn_cli.training import train_classifier
 from unlearn_cli.validate import RunConfig, validate_config
@@ -52,11 +55,18 @@ def run_experiment(cfg: DictConfig, run_dir: Path | str) -> dict:
     tag = forget_tag_of(cfg)
     data = load_dataset(cfg.dataset, cfg.cache_dir)
     split = split_from_config(data, cfg)
-    # Options that depend on the architecture (e.g. influence's dense Hessian size).
-    typed.method.check_model(build_model(typed.model, data.input_shape, data.num_classes, 0))
+    # Options that depend on the architecture (e.g. influence's dense Hessian size), and a
+    # user's checkpoint, are checked before anything is trained.
+    probe = build_model(typed.model, data.input_shape, data.num_classes, 0)
+    check_input_shape(probe, data.input_shape, cfg.model.name)
+    typed.method.check_model(probe)
+    given = given_original(typed, data, cfg.seed)
     record = RunRecord(run_dir, cfg, tag, typed.method)
     record.update(split=split.describe(), device=str(device))
-    judged = " (a forget list, judged like random samples)" if split.scenario == "list" else ""
+    if given is not None:
+        record.update(original_checkpoint={"path": typed.run.original.checkpoint,
+                                           "sha256": given.sha256})  # fmt: skip
+    judged = "; a forget list, judged like random samples" if split.scenario == "list" else ""
     log.info(
         "%s on %s/%s: forget %s (%d samples%s), retain %d, validation %d, device %s",
         cfg.method.name,
@@ -71,7 +81,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path | str) -> dict:
     )
     log_method_defaults(cfg.method, typed.method, split.targets)
     try:
-        models, seconds, method_metrics, counts = build_models(cfg, split, device, typed)
+        models, seconds, method_metrics, counts = build_models(cfg, split, device, typed, given)
         rows, details, confidences = evaluate_models(
             models, seconds, split, device, typed.evaluation, cfg.seed, counts
         )
@@ -111,14 +121,52 @@ def role_labels(method: str) -> dict[str, str]:
     }
 
 
+@dataclass
+class GivenOriginal:
+    """The user's own original model (`original.checkpoint`): nothing trains it."""
+
+    model: nn.Module
+    sha256: str
+
+
+def given_original(typed: RunConfig, data, seed: int) -> GivenOriginal | None:
+    path = typed.run.original.checkpoint
+    if path is None:
+        return None
+    model = build_model(typed.model, data.input_shape, data.num_classes, seed, pretrained=False)
+    digest = load_original(model, Path(path).expanduser(), data.classes)
+    log.info("original: %s (sha256 %s), not trained here", path, digest[:12])
+    return GivenOriginal(attach_counter(model), digest)
+
+
+def check_input_shape(model: nn.Module, shape: tuple[int, ...], name: str) -> None:
+    """One forward pass on two blank images: an architecture that cannot take the dataset's
+    image size (e.g. a ViT's fixed 224x224) fails here, before any training."""
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(2, *shape))
+    except (RuntimeError, ValueError, AssertionError, TypeError) as exc:  # ViT asserts sizes
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(
+            f"model={name} cannot take {'x'.join(map(str, shape))} inputs "
+            f"({reason}); change dataset.image_size or the model"
+        ) from None
+
+
 def build_models(
-    cfg: DictConfig, split: ForgetSplit, device: torch.device, typed: RunConfig | None = None
+    cfg: DictConfig,
+    split: ForgetSplit,
+    device: torch.device,
+    typed: RunConfig | None = None,
+    given: GivenOriginal | None = None,
 ) -> tuple[dict[str, nn.Module], dict[str, float | None], dict, dict[str, Cost | None]]:
-    """The original and retrained models (cached) and the unlearned one, with their wall
-    seconds, the method's own figures and the counted sample passes of each.
+    """The original (cached, or the user's `given` one) and retrained (cached) models and the
+    unlearned one, with their wall seconds, the method's own figures and the counted sample
+    passes of each.
 
     With `evaluation.noise_floor` a model retrained with the next seed joins them: how far two
     exact retrainings lie apart, the level below which no method can be told from retraining.
+    With `evaluation.reference=none` nothing is retrained: there is no "retrain" model.
     """
     typed = typed or validate_config(cfg)
     data = split.data
@@ -140,27 +188,31 @@ def build_models(
 
     base_key = {
         "dataset": dataset_key(cfg.dataset, split.data),
-        "model": OmegaConf.to_container(cfg.model, resolve=True),
+        "model": model_key(cfg.model),
         "seed": cfg.seed,
         "device_type": device.type,
         "validation": split.validation_fingerprint(),
     }
-    original = cache.get_or_train("original", base_key, fresh, train_original)
+    if given is None:
+        original = cache.get_or_train("original", base_key, fresh, train_original)
+        original_model, cache_info = original.model, {"original_hit": original.hit}
+    else:
+        original_model, cache_info = given.model, {"original_checkpoint_sha256": given.sha256}
 
     def retrained(seed: int):
         key = {**base_key, "seed": seed, "forget": split.fingerprint()}
         return cache.get_or_train("retrain", key, lambda: fresh(seed),
-                                  lambda: run_method("retrain", original.model, split,
+                                  lambda: run_method("retrain", original_model, split,
                                                      context(seed)))  # fmt: skip
 
-    reference = retrained(cfg.seed)
-    if cfg.method.name == "retrain":
+    reference = retrained(cfg.seed) if typed.evaluation.reference == "retrain" else None
+    if cfg.method.name == "retrain" and reference is not None:
         # The reference *is* this method's result; its cost is the measured retraining cost.
         unlearned, seconds, cost, ctx = (reference.model, reference.train_seconds,
                                          reference.cost, context())  # fmt: skip
     else:
         ctx = context()
-        model = copy.deepcopy(original.model).to(device)
+        model = copy.deepcopy(original_model).to(device)
         # One-time library and device set-up is not unlearning work: pay it before the timer.
         warm_up(model, data.x_train[torch.as_tensor(split.forget_idx[:2])], device,
                 typed.method.uses_torch_func())  # fmt: skip
@@ -177,24 +229,40 @@ def build_models(
             # catch: the last good weights are the original's.
             log.warning("%s left non-finite weights or outputs; keeping the original model's",
                         cfg.method.name)  # fmt: skip
-            unlearned = copy.deepcopy(original.model).to(device)
+            unlearned = copy.deepcopy(original_model).to(device)
             ctx.metrics["diverged"] = True
-    log.info("%s took %.2fs, %d sample passes (retrain: %.2fs, %d)", cfg.method.name, seconds,
-             cost.units, reference.train_seconds, reference.cost.units)  # fmt: skip
-    models = {"original": original.model, "retrain": reference.model, "unlearned": unlearned}
-    costs = {"original": None, "retrain": reference.train_seconds, "unlearned": seconds}
-    counts: dict[str, Cost | None] = {"original": None, "retrain": reference.cost,
-                                      "unlearned": cost}  # fmt: skip
-    if typed.evaluation.noise_floor:
-        models["retrain_other_seed"] = retrained(cfg.seed + 1).model
-        costs["retrain_other_seed"], counts["retrain_other_seed"] = None, None
+    models = {"original": original_model, "unlearned": unlearned}
+    costs: dict[str, float | None] = {"original": None, "unlearned": seconds}
+    counts: dict[str, Cost | None] = {"original": None, "unlearned": cost}
+    if reference is None:
+        log.info("%s took %.2fs, %d sample passes (no retrained reference: "
+                 "evaluation.reference=none)", cfg.method.name, seconds, cost.units)  # fmt: skip
+    else:
+        log.info("%s took %.2fs, %d sample passes (retrain: %.2fs, %d)", cfg.method.name,
+                 seconds, cost.units, reference.train_seconds, reference.cost.units)  # fmt: skip
+        models["retrain"], costs["retrain"] = reference.model, reference.train_seconds
+        counts["retrain"] = reference.cost
+        if typed.evaluation.noise_floor:
+            models["retrain_other_seed"] = retrained(cfg.seed + 1).model
+            costs["retrain_other_seed"], counts["retrain_other_seed"] = None, None
+        cache_info.update(retrain_hit=reference.hit,
+                          retrain_time_measured="this run" if not reference.hit
+                          else "when its cache entry was made")  # fmt: skip
     if ctx.untimed_seconds:
         ctx.metrics.update(setup_seconds=ctx.untimed_seconds, setup_cost=ctx.untimed_cost.as_dict())
-    cache_info = {"original_hit": original.hit, "retrain_hit": reference.hit,
-                  "retrain_time_measured": "this run" if not reference.hit
-                  else "when its cache entry was made"}  # fmt: skip
-    models = {k: m.to(device) for k, m in models.items()}
+    order = ("original", "retrain", "unlearned", "retrain_other_seed")
+    models = {k: models[k].to(device) for k in order if k in models}
     return models, costs, {**ctx.metrics, **cache_info}, counts
+
+
+def model_key(node: DictConfig) -> dict:
+    """The model config as it enters cache keys, with the content hash of `model.weights`:
+    another file at the same path must not reuse models trained from the old one."""
+    key = OmegaConf.to_container(node, resolve=True)
+    weights = key.get("weights")
+    if weights:
+        key["weights_sha256"] = file_sha256(Path(weights).expanduser())
+    return key
 
 
 def gives_finite_outputs(model: nn.Module, split: ForgetSplit, device: torch.device) -> bool:
@@ -241,6 +309,8 @@ def write_outputs(
     write_csv(frame, run_dir / "metrics.csv")
     title = f"{cfg.method.name} on {cfg.dataset.name}/{cfg.model.name}, forget {split.tag}"
     caption = f"validation split: {len(split.validation_idx)} training samples held out"
+    if "retrain" not in rows:
+        caption = evidence_verdict(rows, split) + " " + caption
     if "retrain_other_seed" in rows:
         floor = rows["retrain_other_seed"]["avg_gap"]
         verdict = "within" if rows["unlearned"]["avg_gap"] <= floor else "outside"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -21,11 +21,30 @@ from unlearn_cli.errors import UserError
 from unlearn_cli.evaluation.options import EvaluationOptions, evaluation_options
 from unlearn_cli.methods import method_options
 from unlearn_cli.models.builders import ModelOptions, model_options
+from unlearn_cli.models.state_files import check_suffix
 from unlearn_cli.options import Count, Natural, Options, Range, opt, parse
 
 ClassSpec = str | int | list[str | int] | None
 Fraction = Annotated[float, Range(gt=0, lt=1)]
 NODES = ("dataset", "model", "method", "evaluation")
+
+
+@dataclass(frozen=True)
+class OriginalOptions(Options):
+    """`original`: where the model to unlearn comes from."""
+
+    checkpoint: str | None = opt(
+        None,
+        "unlearn this trained model instead of training one: our .safetensors or a plain "
+        "state dict (.pt/.pth)",
+    )
+
+    def check(self, where: str) -> None:
+        if self.checkpoint is not None:
+            path = Path(self.checkpoint).expanduser()
+            check_suffix(path, f"{where}.checkpoint")
+            if not path.is_file():
+                raise UserError(f"{where}.checkpoint: no such file {path}")
 
 
 @dataclass(frozen=True)
@@ -43,6 +62,9 @@ class RunOptions(Options):
     device: str = opt("auto", "auto | cpu | cuda | cuda:N")
     threads: Literal["auto"] | Count = opt("auto", "CPU threads for torch")
     cache_dir: str = opt("outputs/cache", "trained models and dataset arrays, shared by all runs")
+    original: OriginalOptions = field(
+        default_factory=OriginalOptions, metadata={"help": "the model to unlearn"}
+    )
 
     @property
     def targets(self) -> str:

@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from unlearn_cli.data import animal_mnist as animal_mnist_files
 from unlearn_cli.data import disk_store
-from unlearn_cli.data.dataset import ImageDataset, from_arrays
+from unlearn_cli.data.dataset import ImageDataset, fixed_stats, from_arrays
 from unlearn_cli.data.disk_store import decoded_bytes
 from unlearn_cli.data.feed import TrainingFeed, default_workers
 from unlearn_cli.data.imagefolder import Listing, list_folder, load_folder
@@ -88,11 +88,18 @@ class ImageFolderOptions(Options):
     memory_limit_mb: Positive = opt(2048, "decoded size above which storage=auto uses disk")
     workers: Literal["auto"] | Natural = opt("auto", "DataLoader workers (auto: cores-1, max 4)")
     augment: Augment = opt([], "training augmentation: any of crop, flip")
+    normalise: Literal["dataset", "imagenet"] = opt(
+        "dataset",
+        "dataset: the training images' own mean/std; imagenet: the fixed ImageNet "
+        "mean/std that pretrained torchvision weights expect (RGB)",
+    )
 
     def check(self, where: str) -> None:
         if self.root is None:
             raise UserError(f"{where}.root is required: the folder of class folders "
                             "(root/<class>/<image>)")  # fmt: skip
+        if self.normalise == "imagenet" and self.channels != 3:
+            raise UserError(f"{where}.normalise=imagenet needs {where}.channels=3 (RGB)")
 
 
 @dataclass(frozen=True)
@@ -214,7 +221,8 @@ def imagefolder(cfg: DictConfig, cache_dir: Path) -> ImageDataset:
         return replace(data, fingerprint=listing.fingerprint())
     images, labels, ids, kept = load_folder(cfg, listing, workers)
     train_idx, test_idx = split_rule(np.asarray(kept))
-    data = from_arrays("imagefolder", listing.classes, images, labels, train_idx, test_idx, 255.0)
+    data = from_arrays("imagefolder", listing.classes, images, labels, train_idx, test_idx, 255.0,
+                       stats=fixed_stats(cfg))  # fmt: skip
     return replace(data, train_ids=tuple(ids[i] for i in train_idx),
                    feed=TrainingFeed(augment=augmentations(cfg)),
                    fingerprint=listing.fingerprint())  # fmt: skip

@@ -62,17 +62,22 @@ def from_arrays(
     train_idx: np.ndarray,
     test_idx: np.ndarray,
     pixel_max: float | None = None,
+    stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
 ) -> ImageDataset:
     """Turn uint8/float (N, H, W) or (N, C, H, W) arrays into a standardised ImageDataset.
 
-    Per-channel mean and std come from the training part alone, so the test set stays unseen.
+    Per-channel mean and std come from the training part alone, so the test set stays unseen,
+    unless `stats` fixes them (e.g. the ImageNet statistics a pretrained network expects).
     """
     x = torch.as_tensor(np.asarray(images, dtype=np.float32))
     if x.ndim == 3:
         x = x.unsqueeze(1)
     x_train, x_test = x[torch.as_tensor(train_idx)], x[torch.as_tensor(test_idx)]
-    mean = x_train.mean(dim=(0, 2, 3), keepdim=True)
-    std = x_train.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
+    if stats is None:
+        mean = x_train.mean(dim=(0, 2, 3), keepdim=True)
+        std = x_train.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
+    else:
+        mean, std = (torch.tensor(v, dtype=torch.float32).view(1, -1, 1, 1) for v in stats)
     y = torch.as_tensor(np.asarray(labels, dtype=np.int64))
     return ImageDataset(
         name=name,
@@ -86,3 +91,14 @@ def from_arrays(
         pixel_max=pixel_max,
         train_ids=tuple(int(i) for i in train_idx),
     )
+
+
+# The per-channel mean and std (of 0..1 pixels) that torchvision's pretrained weights expect.
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def fixed_stats(cfg) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """The standardisation imposed by `normalise` on 0..255 pixels (None: the data's own)."""
+    if cfg.get("normalise", "dataset") != "imagenet":
+        return None
+    return tuple(255.0 * m for m in IMAGENET_MEAN), tuple(255.0 * s for s in IMAGENET_STD)

@@ -23,7 +23,7 @@ import torch
 from numpy.lib.format import open_memmap
 from omegaconf import DictConfig
 
-from unlearn_cli.data.dataset import ImageDataset
+from unlearn_cli.data.dataset import ImageDataset, fixed_stats
 from unlearn_cli.data.feed import TrainingFeed
 from unlearn_cli.data.imagefolder import Listing, decoded_images
 
@@ -44,7 +44,8 @@ def store_key(cfg: DictConfig, listing: Listing) -> str:
     spec = {"version": STORE_VERSION, "root": str(listing.root.resolve()),
             "files": listing.fingerprint(),
             "image_size": int(cfg.image_size), "channels": int(cfg.channels),
-            "test_size": float(cfg.test_size)}  # fmt: skip
+            "test_size": float(cfg.test_size),
+            "normalise": cfg.get("normalise", "dataset")}  # fmt: skip
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -69,6 +70,9 @@ def _build(folder: Path, cfg: DictConfig, listing: Listing, workers: int, rule: 
         count += xb.shape[0] * size * size
     mean = total / count
     std = np.sqrt(np.maximum((squares - count * mean**2) / max(count - 1, 1), 0)).clip(1e-6)
+    fixed = fixed_stats(cfg)
+    if fixed is not None:  # normalise=imagenet: the statistics pretrained weights expect
+        mean, std = np.asarray(fixed[0]), np.asarray(fixed[1])
     for name, rows in (("train", train_rows), ("test", test_rows)):
         out = open_memmap(folder / f"{name}.npy", "w+", np.float32, (len(rows), *raw.shape[1:]))
         for start in range(0, len(rows), CHUNK):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from unlearn_cli.data.dataset import ImageDataset
 from unlearn_cli.data.forget_list import read_forget_list
@@ -20,4 +20,5 @@ def split_from_config(data: ImageDataset, cfg: DictConfig) -> ForgetSplit:
         data, cfg.forget_class, cfg.forget_fraction, cfg.dataset.default_forget_class, cfg.seed,
         forget_ids=ids, within_class=cfg.forget_within, list_name=forget_tag_of(cfg),
         validation_fraction=cfg.validation_fraction,
+        given_original=OmegaConf.select(cfg, "original.checkpoint") is not None,
     )  # fmt: skip

@@ -159,11 +159,13 @@ def make_split(
     within_class: object = None,
     list_name: str = "list",
     validation_fraction: float = 0.05,
+    given_original: bool = False,
 ) -> ForgetSplit:
     """Choose the forget set from exactly one spec and split.
 
     Specs: classes (`forget_class`), a random share of the training set or of one class
     (`forget_fraction`, `within_class`), or explicit sample ids (`forget_ids`, a deletion request).
+    With `given_original` (the user's own trained model) listed ids may be validation rows.
     """
     given = [s for s, v in (("forget_class", forget_class), ("forget_fraction", forget_fraction),
                             ("forget_indices_file", forget_ids)) if v is not None]  # fmt: skip
@@ -177,7 +179,11 @@ def make_split(
     if forget_ids is not None:
         forget_idx = positions_of(data, forget_ids)
         held_out = np.intersect1d(forget_idx, validation)
-        if len(held_out):
+        if len(held_out) and given_original:
+            # A user's own original (original.checkpoint) may have trained on any sample: a
+            # listed one leaves the validation split and is forgotten like the others.
+            validation = np.setdiff1d(validation, held_out)
+        elif len(held_out):
             shown = ", ".join(str(data.ids()[i]) for i in held_out[:5])
             raise UserError(f"{len(held_out)} id(s) of the forget list are in the validation "
                             f"split, which no model trains on: {shown}")  # fmt: skip

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from torch import nn
 
 from unlearn_cli.data.split import ForgetSplit
@@ -44,14 +46,24 @@ def evaluate_models(
         }
         for role in models
     }
-    add_gaps(rows)
+    if "retrain" in models:
+        add_gaps(rows)
     add_costs(rows, seconds, counts)
     for role in models:
-        for view in ("forget", "test"):
-            rows[role].update(output_closeness(logits[role][view], logits["retrain"][view], view))
-        rows[role]["weight_distance"] = weight_distance(
-            models[role], models["original"], models["retrain"]
-        )
+        if "retrain" in models:
+            for view in ("forget", "test"):
+                rows[role].update(
+                    output_closeness(logits[role][view], logits["retrain"][view], view)
+                )
+            rows[role]["weight_distance"] = weight_distance(
+                models[role], models["original"], models["retrain"]
+            )
+        else:  # no oracle: how far the model moved from the original, and forget vs unseen
+            for view in ("forget", "test"):
+                rows[role].update(
+                    output_closeness(logits[role][view], logits["original"][view], f"orig_{view}")
+                )
+            rows[role].update(unseen_metrics(rows[role], split.scenario))
     x_test, y_test = split.data.x_test, split.data.y_test
     full_test = {r: predict_logits(m, x_test, device, cfg.batch_size) for r, m in models.items()}
     details: dict = {
@@ -68,3 +80,51 @@ def evaluate_models(
         for role in models
     }
     return rows, details, confidences
+
+
+def unseen_metrics(row: dict, scenario: str) -> dict[str, float]:
+    """Accuracy on unseen data of the forget set's kind (the forgotten class's test images, or
+    the test set for samples) and the forget set's lead over it: a model that has forgotten
+    treats its forget set like data it never saw."""
+    unseen = row["forget_test_acc"] if scenario == "class" else row["test_acc"]
+    return {"unseen_acc": unseen, "forget_minus_unseen": row["forget_acc"] - unseen}
+
+
+def evidence_verdict(rows: dict, split: ForgetSplit) -> str:
+    """The plain-words caption of a run without a retrained reference."""
+    after, before = rows["unlearned"], rows["original"]
+    n_forget = len(split.forget_idx)
+    if split.scenario == "class":
+        unseen, n_unseen = "unseen images of the class", len(split.forget_test[1])
+    else:
+        unseen, n_unseen = "test samples", len(split.test[1])
+    lead = after["forget_minus_unseen"]
+    tolerance = two_standard_errors(after["forget_acc"], after["unseen_acc"], n_forget, n_unseen)
+    if abs(lead) <= tolerance:
+        finding = "no better on the forget set than on unseen data"
+    elif lead > 0:
+        finding = f"still {lead:.1f} points better on the forget set than on unseen data"
+    else:  # over-forgetting is itself a trace of the deletion
+        finding = f"{-lead:.1f} points worse on the forget set than on unseen data"
+    parts = [
+        "No retrained reference (evaluation.reference=none).",
+        f"Forget accuracy {after['forget_acc']:.1f}% vs {after['unseen_acc']:.1f}% on {unseen} "
+        f"(original {before['forget_acc']:.1f}% vs {before['unseen_acc']:.1f}%): {finding} "
+        f"(+/-{tolerance:.1f}).",
+    ]
+    if split.scenario == "class":
+        parts.append(
+            f"A model retrained without the class would almost never predict it; this "
+            f"one is right on {after['forget_test_acc']:.1f}% of its unseen images."
+        )
+    parts.append(f"MIA {after['MIA']:.1f} (original {before['MIA']:.1f}). These figures show "
+                 "how the model treats the forgotten data, not that it matches a retrained "
+                 "model: evidence of forgetting, not proof of unlearning.")  # fmt: skip
+    return " ".join(parts)
+
+
+def two_standard_errors(acc_a: float, acc_b: float, n_a: int, n_b: int) -> float:
+    """Two standard errors (points) of the difference of two accuracies (%), at their pooled
+    level: a smaller difference is within sampling noise."""
+    p = (acc_a + acc_b) / 200.0
+    return 200.0 * math.sqrt(max(p * (1 - p), 1e-4) * (1 / max(n_a, 1) + 1 / max(n_b, 1)))

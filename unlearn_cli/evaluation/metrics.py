@@ -118,16 +118,20 @@ def add_costs(
     """time_s of each model's unlearning step and speedup = retrain time_s / time_s; with the
     counted sample passes (`cost.Cost`), grad_samples, forward_samples, cost_units and
     cost_ratio = retrain's cost_units / this one's."""
-    retrain_s = seconds["retrain"]
+    oracle = "retrain" in seconds  # without a retrained reference there is nothing to compare
+    retrain_s = seconds.get("retrain")
     counts = counts or {}
     retrain_units = counts["retrain"].units if counts.get("retrain") else None
     for name, row in rows.items():
         s = seconds.get(name)
         row["time_s"] = math.nan if s is None else s
-        row["speedup"] = math.nan if not s or retrain_s is None else retrain_s / s
+        if oracle:
+            row["speedup"] = math.nan if not s or retrain_s is None else retrain_s / s
         cost = counts.get(name)
         if cost is None:
             continue
         row.update(grad_samples=cost.grad_samples, forward_samples=cost.forward_samples,
                    cost_units=cost.units)  # fmt: skip
-        row["cost_ratio"] = retrain_units / cost.units if retrain_units and cost.units else math.nan
+        if oracle:
+            row["cost_ratio"] = (retrain_units / cost.units if retrain_units and cost.units
+                                 else math.nan)  # fmt: skip

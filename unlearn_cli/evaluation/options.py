@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Literal
 
 from unlearn_cli.errors import UserError
 from unlearn_cli.options import Count, Natural, Options, Range, opt, parse
@@ -25,6 +25,11 @@ class EvaluationOptions(Options):
         True, "also retrain with the next seed: the gap two exact retrainings show (the floor)"
     )
     lira: LiraOptions | None = opt(None, "evaluation=lira|ulira: the shadow models' settings")
+    reference: Literal["retrain", "none"] = opt(
+        "retrain",
+        "retrain: judge against a model retrained without the forget set; none: no "
+        "oracle, only what the original and unlearned models show (forget vs unseen data)",
+    )
 
 
 # Each evaluation preset and whether it trains shadow models.
@@ -38,4 +43,7 @@ def evaluation_options(node) -> EvaluationOptions:
         raise UserError(f"unknown evaluation '{name}'; choose one of {', '.join(PRESETS)}")
     if PRESETS[name] and opts.lira is None:
         raise UserError(f"evaluation={name} needs its evaluation.lira settings")
+    if name == "ulira" and opts.reference == "none":
+        raise UserError("evaluation=ulira tells the unlearned model from the retrained one; it "
+                        "needs evaluation.reference=retrain (or use evaluation=lira)")  # fmt: skip
     return opts

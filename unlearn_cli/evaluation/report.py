@@ -88,6 +88,14 @@ def completed_run(file: Path) -> dict | None:
     return data
 
 
+def model_label(data: dict) -> str:
+    """The model's label; a user's own original (original.checkpoint) is named by its hash, as
+    runs on different originals are different experiments."""
+    given = data.get("original_checkpoint")
+    label = data["config"]["model"]
+    return f"{label} (original {given['sha256'][:8]})" if given else label
+
+
 def method_hash_of(cfg: dict) -> str:
     """The method options' hash; "" for runs written before it was recorded (one configuration)."""
     if cfg.get("method_hash"):
@@ -132,10 +140,12 @@ def per_seed_rows(files: list[Path]) -> pd.DataFrame:
         cfg, split = data["config"], data["split"]
         base = {
             "dataset": cfg["dataset"],
-            "model": cfg["model"],
+            "model": model_label(data),
             "seed": cfg["seed"],
             "scenario": f"{split['scenario']}: {split['tag']}",
         }
+        if cfg.get("reference") == "none":  # judged without a retrained model: its own cell
+            base["scenario"] += " (no reference)"
         method_hash = method_hash_of(cfg)
         cell = (base["dataset"], base["model"], base["scenario"])
         run_key = (*cell, base["seed"], cfg["method"], method_hash)
@@ -281,6 +291,10 @@ def display_frame(table: pd.DataFrame) -> pd.DataFrame:
     return shown
 
 
+# What only a comparison with the retrained model gives.
+ORACLE_METRICS = ("avg_gap", "speedup", "cost_ratio")
+
+
 def cell_columns(part: pd.DataFrame) -> list[str]:
     """The shown columns of one table; within_floor, beside avg_gap, only where a floor exists."""
     cols = ["method", "seeds", *REPORT_METRICS]
@@ -294,12 +308,16 @@ def grouped_tables(table: pd.DataFrame) -> list[Table]:
     shown = display_frame(table)
     tables = []
     for (dataset, model, scenario), part in shown.groupby(CELL, sort=False):
-        rendered = rich_table(part, f"{dataset} / {model} / {scenario}", cell_columns(part))
+        raw = table.loc[part.index]
+        # Runs without a retrained reference have no gap and no speedup: drop, not "-" rows.
+        columns = [c for c in cell_columns(part)
+                   if c not in ORACLE_METRICS or not raw[c].isna().all()]  # fmt: skip
+        rendered = rich_table(part, f"{dataset} / {model} / {scenario}", columns)
         # Labels and the mark are what one reads a row by: let the ± cells wrap, never these.
         for column in rendered.columns:
             if column.header in ("method", WITHIN):
                 column.no_wrap, column.min_width = True, len(column.header)
-        if WITHIN in cell_columns(part):
+        if WITHIN in columns:
             rendered.caption = FLOOR_CAPTION
         tables.append(rendered)
     return tables

@@ -46,7 +46,8 @@ def saliency_mask(
             xb = x[start : start + batch_size].to(device)
             yb = y[start : start + batch_size].to(device)
             (F.cross_entropy(model(xb), yb, reduction="sum") / len(y)).backward()
-    grads = {n: p.grad.abs() for n, p in model.named_parameters()}
+    # A frozen backbone (model.freeze_backbone) has no gradient and no say in the mask.
+    grads = {n: p.grad.abs() for n, p in model.named_parameters() if p.grad is not None}
     model.zero_grad(set_to_none=True)
     flat = torch.cat([g.reshape(-1) for g in grads.values()])
     keep = max(1, int(round(share * flat.numel())))

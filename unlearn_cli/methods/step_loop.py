@@ -133,7 +133,8 @@ def restore_outside_mask(
 ) -> None:
     """Weights where mask is False go back to their saved values, bit for bit."""
     for name, p in model.named_parameters():
-        p.copy_(torch.where(mask[name], p, frozen[name]))
+        if name in mask:  # weights outside every mask (a frozen backbone) never move
+            p.copy_(torch.where(mask[name], p, frozen[name]))
 
 
 def clone_frozen(model: nn.Module) -> nn.Module:

@@ -6,6 +6,7 @@ on the last layer (influence's last_layer solver, class-row zeroing) find it as 
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import typing
 from collections.abc import Callable
@@ -22,13 +23,41 @@ InputShape = tuple[int, int, int]
 
 
 class Classifier(nn.Module):
-    def __init__(self, features: nn.Module, head: nn.Linear) -> None:
+    """`features` then the linear `head`.
+
+    `head_path` is where the head sits in the plain network `features` was cut from (e.g. `fc`
+    in a torchvision ResNet, whose own `fc` is then an Identity inside `features`): the plain
+    state dict, the one the network's own constructor loads, is ours with `features.` dropped and
+    `head.` renamed to it. None: the plain layout is this class's own.
+    """
+
+    def __init__(self, features: nn.Module, head: nn.Linear, head_path: str | None = None) -> None:
         super().__init__()
         self.features = features
         self.head = head
+        self.head_path = head_path
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
+
+    def plain_key(self, key: str) -> str:
+        if self.head_path is None:
+            return key
+        if key.startswith("head."):
+            return f"{self.head_path}.{key[len('head.') :]}"
+        return key[len("features.") :]
+
+    def plain_state_dict(self) -> dict[str, torch.Tensor]:
+        """The weights under the plain network's own names (see the class docstring)."""
+        return {self.plain_key(k): v for k, v in self.state_dict().items()}
+
+    def from_plain_keys(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """`state` under this class's names, if it is in the plain layout; else unchanged."""
+        ours = self.state_dict()
+        plain_to_ours = {self.plain_key(k): k for k in ours}
+        if set(state) <= set(ours) or not set(state) & set(plain_to_ours):
+            return state
+        return {plain_to_ours.get(k, k): v for k, v in state.items()}
 
 
 @dataclass(frozen=True)
@@ -130,14 +159,19 @@ def resnet18(opts: ResNet18Options, shape: InputShape, num_classes: int) -> Clas
     net.maxpool = nn.Identity()
     head = nn.Linear(net.fc.in_features, num_classes)
     net.fc = nn.Identity()
-    return Classifier(net, head)
+    return Classifier(net, head, head_path="fc")
 
 
-def build_model(cfg, shape: InputShape, num_classes: int, seed: int) -> Classifier:
+def build_model(
+    cfg, shape: InputShape, num_classes: int, seed: int, pretrained: bool = True
+) -> Classifier:
     """A freshly initialised model of the `model` node `cfg` (or its typed options); the same
-    seed gives the same initial weights."""
+    seed gives the same initial weights. `pretrained=False` skips `model.weights` (for a build
+    whose weights a checkpoint replaces anyway)."""
     node_name = cfg["name"] if not isinstance(cfg, ModelOptions) else None
     opts = model_options(cfg)
+    if not pretrained and getattr(opts, "weights", None) is not None:
+        opts = dataclasses.replace(opts, weights=None)
     builder = MODELS.get(node_name) if node_name else MODELS.get(model_name(opts))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
