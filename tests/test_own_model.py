@@ -352,6 +352,19 @@ def test_report_handles_runs_with_and_without_a_reference(unlearn_here, tmp_path
     assert finetune["scenario"].str.endswith("(no reference)").sum() == 1
     assert finetune["avg_gap"].isna().sum() == 1  # absent where there was no reference
     assert "(no reference)" in out
+    assert finetune["unseen_acc"].notna().sum() == 1  # what the no-reference run measured
+
+
+def test_retrain_without_a_reference_is_a_row_of_its_own(unlearn_here, tmp_path):
+    code, _, err = unlearn_here("run", *TINY, "method=retrain", "evaluation.reference=none")
+    assert code == 0, err
+    code, out, err = unlearn_here("report", str(tmp_path / "outputs" / "runs"),
+                                  "--csv", str(tmp_path / "r.csv"))  # fmt: skip
+    assert code == 0, err
+    import pandas as pd
+
+    methods = set(pd.read_csv(tmp_path / "r.csv")["method"])
+    assert "retrain" in methods and len(methods) == 2  # the original and the retrained one
 
 
 def test_imagenet_normalisation_uses_the_fixed_statistics(tmp_path, make_folder):
@@ -381,3 +394,81 @@ def test_a_given_original_may_be_asked_to_forget_a_validation_row(tmp_path):
     split = make_split(data, None, None, None, 0, forget_ids=listed, given_original=True)
     assert row in split.forget_idx and row not in split.validation_idx
     assert row not in split.retain_idx
+
+
+def test_every_method_runs_on_a_frozen_backbone_and_leaves_it_alone(tmp_path):
+    """With model.freeze_backbone only the head may change, whatever the method (ssd and
+    fisher once looked up importances the frozen weights do not have)."""
+    import copy
+
+    from unlearn_cli.methods import METHODS, method_options
+
+    cfg = tv_options("resnet18", freeze=True)
+    split = rgb_split()
+    model = build_model(cfg, (3, 16, 16), 3, seed=0)
+    train_opts = TrainOptions(epochs=1, batch_size=16, optimizer="sgd", lr=0.01)
+    train_classifier(model, split.data.x_train, split.data.y_train, train_opts,
+                     torch.device("cpu"), 0, "frozen")  # fmt: skip
+    start = {k: v.clone() for k, v in model.features.named_parameters()}
+    for name in METHODS.names():
+        node = OmegaConf.load(Path(__file__).parents[1] / "configs" / "method" / f"{name}.yaml")
+        opts = method_options(node, "class")
+        ctx = UnlearnContext(train_opts, torch.device("cpu"), 0,
+                             lambda: build_model(cfg, (3, 16, 16), 3, 0), 64)  # fmt: skip
+        out = run_method(name, copy.deepcopy(model), split, ctx, opts)
+        assert torch.isfinite(out(split.data.x_train[:2])).all(), name
+        if name not in ("retrain", "sisa"):  # those train fresh models (frozen the same way)
+            moved = [k for k, v in out.features.named_parameters() if not torch.equal(v, start[k])]
+            assert not moved, (name, moved[:3])
+
+
+def test_torchvision_archs_with_auxiliary_heads_train(tmp_path):
+    cfg = tv_options("googlenet")
+    split = rgb_split()
+    model = build_model(cfg, (3, 16, 16), 3, seed=0)
+    opts = TrainOptions(epochs=1, batch_size=16)
+    train_classifier(model, split.data.x_train, split.data.y_train, opts, torch.device("cpu"), 0,
+                     "googlenet")  # fmt: skip
+    assert model(split.data.x_train[:2]).shape == (2, 3)
+
+
+def test_a_malformed_metadata_file_is_one_line(unlearn_here, tmp_path, trained_cnn):
+    path = saved(trained_cnn, tmp_path, "ours")
+    path.with_suffix(".json").write_text("{not json")
+    code, _, err = unlearn_here("run", *TINY, "model.width=8", f"original.checkpoint={path}")
+    assert_clean_failure(code, err, "is not valid JSON", tmp_path)
+
+
+def test_the_cache_keys_by_the_content_of_model_weights(tmp_path):
+    from unlearn_cli.run import model_key
+
+    weights = imagenet_weights("resnet18", tmp_path)
+    node = tv_options("resnet18", weights)
+    before = model_key(node)
+    torch.manual_seed(7)  # another file at the same path
+    torch.save(torchvision.models.resnet18().state_dict(), weights)
+    assert model_key(node) != before
+
+
+@pytest.mark.parametrize("model", ["cnn", "resnet18"])
+def test_export_of_our_own_models_loads_in_plain_torch(unlearn_here, tmp_path, model):
+    extra = ["model.width=8"] if model == "cnn" else ["model=resnet18", "model.train.epochs=1"]
+    code, _, err = unlearn_here("run", *TINY_TV, *extra, "method=finetune")
+    assert code == 0, err
+    (run,) = (tmp_path / "outputs" / "runs").iterdir()
+    code, _, err = unlearn_here("export", str(run))
+    assert code == 0, err
+    info = json.loads((run / "export" / "export.json").read_text())
+    assert "same logits" in info["state_dict"]["checked"]
+    state = torch.load(run / "export" / "state_dict.pt", weights_only=True)
+    if model == "resnet18":  # torchvision's constructor with the small-image stem it names
+        net = torchvision.models.resnet18(num_classes=4)
+        net.conv1 = torch.nn.Conv2d(1, 64, 3, 1, 1, bias=False)
+        net.maxpool = torch.nn.Identity()
+        net.load_state_dict(state)
+        from unlearn_cli.predict import load_run_model
+
+        ours, _ = load_run_model(run / "checkpoints" / "unlearned.safetensors")
+        x = torch.randn(3, *SHAPE)
+        with torch.no_grad():
+            assert torch.allclose(net.eval()(x), ours(x), atol=1e-5)

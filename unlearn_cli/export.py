@@ -81,7 +81,11 @@ def export_run(run_dir: Path, out: Path | None = None) -> list[Path]:
     state_path, program_path = out / "state_dict.pt", out / "model.pt2"
     atomic_write(state_path, lambda tmp: torch.save(plain, tmp))
     batch = torch.export.Dim("batch", min=1)
-    program = torch.export.export(model, (probe,), dynamic_shapes=({0: batch},))
+    try:
+        program = torch.export.export(model, (probe,), dynamic_shapes=({0: batch},))
+    except Exception as exc:  # noqa: BLE001 - tracing failures come in many types
+        raise UserError(f"torch.export cannot trace this model ({type(exc).__name__}); "
+                        f"{state_path.name} is written, model.pt2 is not") from None  # fmt: skip
     buffer = io.BytesIO()  # torch.export.save wants a .pt2 name; the temp file has another
     torch.export.save(program, buffer)
     atomic_write(program_path, lambda tmp: tmp.write_bytes(buffer.getvalue()))
@@ -112,11 +116,18 @@ def check_plain_load(meta, num_classes, plain, probe, expected, grayscale) -> st
     """Load the plain state dict into its constructor's network and compare logits; return
     what was checked (our own layouts are loaded by build_model, as `predict` does)."""
     net = plain_network(meta, num_classes)
-    if net is None:
-        return "our own layout: unlearn_cli.models.build_model builds the network"
+    checked = "loaded with strict=True; same logits as the run's model"
+    if net is None:  # our own layout: build_model is the constructor
+        from omegaconf import OmegaConf
+
+        from unlearn_cli.models import build_model
+
+        net = build_model(OmegaConf.create(meta["model"]), tuple(meta["input_shape"]),
+                          num_classes, seed=0, pretrained=False)  # fmt: skip
+        checked = "unlearn_cli.models.build_model's network " + checked
     net.load_state_dict(plain, strict=True)
     with torch.no_grad():
         got = net.eval()(probe.expand(-1, 3, -1, -1) if grayscale else probe)
     if not torch.allclose(got, expected, atol=1e-5, rtol=1e-4):
         raise UserError("the plain network's logits differ from the run's model; not exported")
-    return "loaded with strict=True; same logits as the run's model"
+    return checked

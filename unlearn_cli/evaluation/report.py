@@ -47,6 +47,10 @@ REPORT_METRICS = (
     "speedup",
     "cost_ratio",
     "setup_s",
+    # evaluation.reference=none: what is measured without the retrained oracle
+    "unseen_acc",
+    "forget_minus_unseen",
+    "agree_orig_forget",
 )
 GAP_METRICS = ("UA", "RA", "TA", "MIA")  # the metrics avg_gap averages
 CELL = ["dataset", "model", "scenario"]  # one table of the report
@@ -112,7 +116,8 @@ def role_rows(data: dict, base: dict, method_hash: str) -> Iterator[tuple[tuple,
     """
     method = data["config"]["method"]
     roles = dict(REFERENCE_ROLES)
-    if method != "retrain":
+    # retrain's unlearned model is its reference, except without one (evaluation.reference=none)
+    if method != "retrain" or "retrain" not in data["models"]:
         roles["unlearned"] = method
     for role, name in roles.items():
         metrics = data["models"].get(role)
@@ -291,14 +296,18 @@ def display_frame(table: pd.DataFrame) -> pd.DataFrame:
     return shown
 
 
-# What only a comparison with the retrained model gives.
-ORACLE_METRICS = ("avg_gap", "speedup", "cost_ratio")
+# Shown only where some run measured them: what needs the retrained model, and what a run
+# without it (evaluation.reference=none) measures instead.
+OPTIONAL_METRICS = ("avg_gap", "speedup", "cost_ratio", "unseen_acc", "forget_minus_unseen",
+                    "agree_orig_forget")  # fmt: skip
 
 
-def cell_columns(part: pd.DataFrame) -> list[str]:
-    """The shown columns of one table; within_floor, beside avg_gap, only where a floor exists."""
-    cols = ["method", "seeds", *REPORT_METRICS]
-    if (part["method"] == FLOOR).any():
+def cell_columns(part: pd.DataFrame, raw: pd.DataFrame) -> list[str]:
+    """The shown columns of one table (`part` displayed, `raw` its numbers): within_floor,
+    beside avg_gap, only where a floor exists; optional metrics only where measured."""
+    cols = [c for c in ["method", "seeds", *REPORT_METRICS]
+            if c not in OPTIONAL_METRICS or not raw[c].isna().all()]  # fmt: skip
+    if (part["method"] == FLOOR).any() and "avg_gap" in cols:
         cols.insert(cols.index("avg_gap") + 1, WITHIN)
     return cols
 
@@ -308,10 +317,7 @@ def grouped_tables(table: pd.DataFrame) -> list[Table]:
     shown = display_frame(table)
     tables = []
     for (dataset, model, scenario), part in shown.groupby(CELL, sort=False):
-        raw = table.loc[part.index]
-        # Runs without a retrained reference have no gap and no speedup: drop, not "-" rows.
-        columns = [c for c in cell_columns(part)
-                   if c not in ORACLE_METRICS or not raw[c].isna().all()]  # fmt: skip
+        columns = cell_columns(part, table.loc[part.index])
         rendered = rich_table(part, f"{dataset} / {model} / {scenario}", columns)
         # Labels and the mark are what one reads a row by: let the ± cells wrap, never these.
         for column in rendered.columns:
@@ -349,7 +355,7 @@ def to_markdown(table: pd.DataFrame, title: str, preamble: str = "") -> str:
     ]
     for (dataset, model, scenario), part in shown.groupby(CELL, sort=False):
         lines += [f"## {dataset} / {model} / {scenario}", ""]
-        cols = cell_columns(part)
+        cols = cell_columns(part, table.loc[part.index])
         if WITHIN in cols:
             lines += [FLOOR_CAPTION, ""]
         lines.append("| " + " | ".join(cols) + " |")

@@ -67,6 +67,8 @@ def fisher(
     head = {f"head.{n}" for n, _ in model.head.named_parameters()}
     forgotten = torch.as_tensor(split.forget_classes, dtype=torch.long, device=device)
     for name, p in model.named_parameters():
+        if name not in info:  # frozen (model.freeze_backbone): no Fisher information, no noise
+            continue
         var = noise_variance(p, info[name], opts, name in head)
         mean = p.detach().clone()
         if name in head and len(forgotten):

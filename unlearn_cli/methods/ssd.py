@@ -48,6 +48,8 @@ def dampen(
     """Apply the SSD update in place; return how many weights were dampened."""
     changed = 0
     for name, p in model.named_parameters():
+        if name not in importance_all:  # frozen (model.freeze_backbone): no importance, no change
+            continue
         i_d, i_f = importance_all[name], importance_forget[name]
         selected = i_f > alpha * i_d
         beta = (lam * i_d / i_f.clamp_min(1e-30)).clamp(max=1.0)

@@ -115,7 +115,13 @@ def load_original(model: nn.Module, path: Path, classes: tuple[str, ...]) -> str
     state = read_state_dict(path, key)
     digest = file_sha256(path)
     if path.suffix == ".safetensors" and path.with_suffix(".json").is_file():
-        meta = read_metadata(path)
+        try:
+            meta = read_metadata(path)
+        except (ValueError, OSError) as exc:
+            raise UserError(f"{key}: {path.with_suffix('.json').name} is not valid JSON "
+                            f"({first_line(exc)})") from None  # fmt: skip
+        if not isinstance(meta, dict):
+            raise UserError(f"{key}: {path.with_suffix('.json').name} is not a metadata object")
         if meta.get("sha256") not in (None, digest):
             raise UserError(f"{key}: {path.name} does not match the sha256 in its .json")
         if meta.get("ensemble_members"):

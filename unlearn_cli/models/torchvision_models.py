@@ -22,6 +22,7 @@ from unlearn_cli.options import opt
 from unlearn_cli.training import TrainOptions
 
 HEAD_ATTRIBUTES = ("fc", "classifier", "heads", "head")
+AUX_HEADS = ("googlenet", "inception_v3")
 
 
 def classifier_names() -> list[str]:
@@ -109,7 +110,9 @@ def torchvision_model(
 
     if shape[0] not in (1, 3):
         raise UserError(f"model=torchvision takes 1- or 3-channel images, not {shape[0]}")
-    net = models.get_model(opts.arch, weights=None)  # never downloads
+    # Auxiliary heads (googlenet, inception_v3) return tuples in training: a single output only.
+    extra = {"aux_logits": False, "init_weights": True} if opts.arch in AUX_HEADS else {}
+    net = models.get_model(opts.arch, weights=None, **extra)  # never downloads
     head_path, layer = find_head(net, opts.arch)
     if opts.weights is not None:
         state = read_state_dict(Path(opts.weights).expanduser(), "model.weights")
