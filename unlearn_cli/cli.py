@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from unlearn_cli import __version__
 from unlearn_cli.data import forget_tag
 from unlearn_cli.data.spec import forget_tag_of
-from unlearn_cli.errors import TrainingDiverged, UserError
+from unlearn_cli.errors import TrainingDiverged, UserError, first_line
 from unlearn_cli.record import RunRecord
 from unlearn_cli.registry import unknown_choice
 
@@ -145,11 +145,6 @@ def check_overrides(args: list[str]) -> None:
             if value not in options:
                 raise unknown_choice(group, value, options)
     compose_first_job(overrides, args)
-
-
-def first_line(exc: Exception) -> str:
-    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
-    return lines[0] if lines else type(exc).__name__
 
 
 # Flags that print something about the config instead of running it: nothing to validate.

@@ -11,3 +11,9 @@ class TrainingDiverged(UserError):
     """Training produced a non-finite loss: nothing it made is kept or cached (exit code 3)."""
 
     exit_code = 3
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-blank line of an exception's message (its type name if it has none)."""
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    return lines[0] if lines else type(exc).__name__

@@ -21,7 +21,7 @@ from unlearn_cli.data import ForgetSplit, load_dataset
 from unlearn_cli.data.builders import dataset_key
 from unlearn_cli.data.spec import forget_tag_of, split_from_config
 from unlearn_cli.device import resolve_device, resolve_threads
-from unlearn_cli.errors import TrainingDiverged, UserError
+from unlearn_cli.errors import TrainingDiverged, UserError, first_line
 from unlearn_cli.evaluation.evaluate import evaluate_models, evidence_verdict
 from unlearn_cli.evaluation.lira import add_lira, add_ulira
 from unlearn_cli.evaluation.plots import confidence_histograms, per_class_accuracy_plot
@@ -146,7 +146,7 @@ def check_input_shape(model: nn.Module, shape: tuple[int, ...], name: str) -> No
         with torch.no_grad():
             model.eval()(torch.zeros(2, *shape))
     except (RuntimeError, ValueError, AssertionError, TypeError) as exc:  # ViT asserts sizes
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         raise UserError(
             f"model={name} cannot take {'x'.join(map(str, shape))} inputs "
             f"({reason}); change dataset.image_size or the model"

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from unlearn_cli.errors import UserError
+from unlearn_cli.errors import UserError, first_line
 
 SUFFIXES = (".safetensors", ".pt", ".pth")
 # Keys under which training scripts commonly nest the state dict they save.
@@ -98,11 +98,6 @@ def load_weights_into(
                 f"{tuple(tensor.shape)}, the model {tuple(expected[name].shape)}"
             )
     model.load_state_dict(state, strict=not ignore)
-
-
-def first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def load_original(model: nn.Module, path: Path, classes: tuple[str, ...]) -> str:
