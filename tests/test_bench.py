@@ -16,6 +16,7 @@ def test_loop_benchmark_writes_and_replaces_its_section(tmp_path):
     assert text.startswith("# Benchmarks\n\nthe method table\n")
     assert text.count(bench.START) == 1 and text.count(bench.END) == 1
     section = text.split(bench.START)[1]
-    for loop in (bench.OURS, bench.HAND, bench.STREAMED):
+    for loop in (bench.OURS, bench.HAND, bench.CHECKPOINTED, bench.STREAMED):
         assert f"| {loop} |" in section
     assert "Overhead of our loop: **" in section and "Machine: " in section
+    assert "Cost of the epoch checkpoints" in section

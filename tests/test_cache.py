@@ -20,7 +20,7 @@ def factory():
     def fresh() -> nn.Module:
         return nn.Linear(3, 2)
 
-    def make() -> nn.Module:
+    def make(staging=None) -> nn.Module:
         calls["make"] += 1
         model = fresh()
         with torch.no_grad():
@@ -98,7 +98,7 @@ from unlearn_cli.cache import ModelCache
 root, log = sys.argv[1], sys.argv[2]
 def fresh():
     return nn.Linear(3, 2)
-def make():
+def make(staging):
     with open(log, "a") as fh:
         fh.write(f"trained by {os.getpid()}\\n")
     time.sleep(float(sys.argv[3]))

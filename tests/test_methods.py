@@ -255,7 +255,7 @@ def test_no_certified_epsilon_on_a_deep_net(trained, make_cfg):
 def test_certified_epsilon_above_one_is_flagged(convex, make_cfg):
     mcfg, split, original, _ = convex
     cfg = make_cfg("method=influence", "method.solver=exact", f"method.l2={L2}",
-                   "method.noise_sigma=1e-9")  # fmt: skip
+                   "method.noise_sigma=1e-9", "method.newton_steps=1")  # fmt: skip
     ctx = UnlearnContext(mcfg.train, CPU, 0, lambda: None)
     run_method("influence", copy.deepcopy(original), as_float64(split), ctx,
                method_options(cfg.method))  # fmt: skip

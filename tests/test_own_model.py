@@ -440,7 +440,7 @@ def test_a_malformed_metadata_file_is_one_line(unlearn_here, tmp_path, trained_c
 
 
 def test_the_cache_keys_by_the_content_of_model_weights(tmp_path):
-    from unlearn_cli.run import model_key
+    from unlearn_cli.cache import model_key
 
     weights = imagenet_weights("resnet18", tmp_path)
     node = tv_options("resnet18", weights)

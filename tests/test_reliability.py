@@ -28,7 +28,11 @@ def only_run(root: Path) -> Path:
 
 def cache_entries(root: Path) -> list[str]:
     models = root / "outputs" / "cache" / "models"
-    return sorted(p.name for p in models.iterdir() if p.name != ".locks") if models.exists() else []
+    return (
+        sorted(p.name for p in models.iterdir() if not p.name.startswith("."))
+        if models.exists()
+        else []
+    )
 
 
 def test_diverging_base_training_is_status_diverged_and_caches_nothing(unlearn_here, tmp_path):

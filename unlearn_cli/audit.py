@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from unlearn_cli.atomic import atomic_write_json, atomic_write_text
+from unlearn_cli.atomic import atomic_write_json, atomic_write_text, make_folder
 from unlearn_cli.data import load_dataset
 from unlearn_cli.data.spec import split_from_config
 from unlearn_cli.device import resolve_device
@@ -73,9 +73,10 @@ def run_audit(cfg: DictConfig, methods: list[str], n_models: int, out_dir: Path)
                      "RA": ra_u, "TA": ta_u, "RA_retrain": ra_r, "TA_retrain": ta_r,
                      "median_epsilon": float(np.median(eps))})  # fmt: skip
     table = pd.DataFrame(rows)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out_dir / "audit.csv", table.to_csv(index=False))
-    atomic_write_json(out_dir / "audit.json", {"forget": split.describe(), "rows": rows})
+    make_folder(out_dir, "the audit folder")
+    atomic_write_text(out_dir / "audit.csv", table.to_csv(index=False), "the audit table")
+    atomic_write_json(out_dir / "audit.json", {"forget": split.describe(), "rows": rows},
+                      "the audit's JSON")  # fmt: skip
     return table
 
 

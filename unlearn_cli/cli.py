@@ -49,7 +49,7 @@ examples:
 
 CONFIG_GROUPS = ("dataset", "model", "method", "evaluation")
 # Groups whose names are checked with "did you mean" before Hydra runs (presets included).
-CHECKED_GROUPS = (*CONFIG_GROUPS, "experiment", "sweep")
+CHECKED_GROUPS = (*CONFIG_GROUPS, "experiment", "sweep", "variant")
 # Hydra flags whose next argument is their value, not an override.
 FLAGS_WITH_VALUE = {
     "--cfg",
@@ -337,8 +337,8 @@ def mark_failed(cfg: DictConfig, run_dir: Path, exc: Exception) -> None:
     try:
         tag = forget_tag_of(cfg)
         RunRecord(run_dir, cfg, tag).finish("failed", error=f"{type(exc).__name__}: {exc}")
-    except Exception:  # noqa: BLE001 - a broken config must not hide the original error
-        log.exception("could not write metrics.json for %s", run_dir)
+    except Exception as exc:  # noqa: BLE001 - a broken config must not hide the original error
+        log.error("could not write metrics.json for %s: %s", run_dir, first_line(exc))
 
 
 def run_command(args: list[str]) -> int:
@@ -461,6 +461,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unlearn-cli {__version__}")
         return 0
     command, rest = argv[0], argv[1:]
+    # A log file on a full disk must not print "--- Logging error ---" tracebacks: the write that
+    # matters fails with its own one-line error.
+    logging.raiseExceptions = False
     # A kill (SIGTERM) ends a run like Ctrl-C: metrics.json says "interrupted", no torn files.
     signal.signal(signal.SIGTERM, interrupt)
     try:

@@ -17,3 +17,13 @@ def first_line(exc: BaseException) -> str:
     """The first non-blank line of an exception's message (its type name if it has none)."""
     lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
     return lines[0] if lines else type(exc).__name__
+
+
+class WriteFailed(UserError):
+    """A file or folder could not be written (disk full, no permission): exit code 4.
+
+    Raised with one line naming what was being written, where, and about how much room it needs;
+    the atomic writers leave nothing partial behind.
+    """
+
+    exit_code = 4

@@ -1,4 +1,8 @@
-"""metrics.json of a run: written at the start (status running) and rewritten when it ends."""
+"""metrics.json of a run: written at the start (status running) and rewritten when it ends.
+
+It records the host and process id of its run, so a run whose process died without a word
+(`kill -9`, a lost node) is shown as `killed` rather than `running` forever (`run_status`).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,10 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
+import logging
+import os
 import platform
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +22,53 @@ from omegaconf import DictConfig, OmegaConf
 
 import unlearn_cli
 from unlearn_cli.atomic import atomic_write_json
+from unlearn_cli.errors import WriteFailed
+
+log = logging.getLogger(__name__)
 
 
 def now() -> str:
     return dt.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def this_process() -> dict[str, Any]:
+    return {"host": socket.gethostname(), "pid": os.getpid(), "start": process_start(os.getpid())}
+
+
+def process_start(pid: int) -> int | None:
+    """When process `pid` started (clock ticks since boot, Linux), to tell it from a later
+    process that got the same id; None where /proc does not say."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])  # field 22; the name may hold spaces
+
+
+def process_alive(process: dict[str, Any]) -> bool | None:
+    """Whether the recorded process still runs: None when it ran on another host (unknowable)."""
+    if process.get("host") != socket.gethostname():
+        return None
+    pid = int(process.get("pid", -1))
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process with that id: alive
+        pass
+    except (OSError, ValueError, OverflowError):
+        return False
+    start = process.get("start")
+    return start is None or process_start(pid) in (None, start)
+
+
+def run_status(data: dict[str, Any]) -> str:
+    """metrics.json's status, with `killed` for a `running` run whose process is gone."""
+    status = str(data.get("status", "unknown"))
+    process = data.get("process")
+    if status == "running" and isinstance(process, dict) and process_alive(process) is False:
+        return "killed"
+    return status
 
 
 def short_hash(value: Any) -> str:
@@ -81,6 +131,7 @@ class RunRecord:
         self.data: dict[str, Any] = {
             "status": "running",
             "started_at": now(),
+            "process": this_process(),
             "config": {
                 "dataset": variant_label(cfg.dataset, "dataset"),
                 "model": variant_label(cfg.model, "model"),
@@ -108,5 +159,13 @@ class RunRecord:
     def finish(self, status: str, **fields: Any) -> None:
         self.update(status=status, finished_at=now(), **fields)
 
+    def try_finish(self, status: str, **fields: Any) -> None:
+        """`finish` while another error is on its way out: a failed write (the disk that made
+        the run fail is full) is one log line, so the error that matters is the one reported."""
+        try:
+            self.finish(status, **fields)
+        except WriteFailed as exc:
+            log.warning("could not record status %s: %s", status, exc)
+
     def write(self) -> None:
-        atomic_write_json(self.path, self.data)
+        atomic_write_json(self.path, self.data, "the run's metrics.json")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import logging
 import random
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from unlearn_cli.cache import ModelCache
+from unlearn_cli.cache import ModelCache, cache_key, model_key
 from unlearn_cli.console import out_console
 from unlearn_cli.cost import Cost, attach_counter, counting, warm_up
 from unlearn_cli.data import ForgetSplit, load_dataset
@@ -30,9 +31,8 @@ from unlearn_cli.inference import predict_logits
 from unlearn_cli.methods import UnlearnContext, log_method_defaults, run_method
 from unlearn_cli.methods.common import is_finite_model
 from unlearn_cli.models import build_model, save_checkpoint
-from unlearn_cli.models.checkpoint import file_sha256
 from unlearn_cli.models.state_files import load_original
-from unlearn_cli.record import RunRecord
+from unlearn_cli.record import RunRecord, method_options
 from unlearn_cli.training import train_classifier
 from unlearn_cli.validate import RunConfig, validate_config
 
@@ -100,14 +100,14 @@ def run_experiment(cfg: DictConfig, run_dir: Path | str) -> dict:
             log.warning("%s diverged: the unlearned model is its last good weights; the result "
                         "is not trustworthy", cfg.method.name)  # fmt: skip
         record.finish(status, models=rows, method_metrics=method_metrics, **details)
-    except KeyboardInterrupt:
-        record.finish("interrupted")
+    except (KeyboardInterrupt, SystemExit):  # Ctrl-C, a kill, or submitit's requeue exit
+        record.try_finish("interrupted")
         raise
     except TrainingDiverged as exc:
-        record.finish("diverged", error=str(exc))
+        record.try_finish("diverged", error=str(exc))
         raise
     except Exception as exc:
-        record.finish("failed", error=f"{type(exc).__name__}: {exc}")
+        record.try_finish("failed", error=f"{type(exc).__name__}: {exc}")
         raise
     return record.data
 
@@ -176,15 +176,16 @@ def build_models(
     def fresh(seed: int = cfg.seed) -> nn.Module:
         return attach_counter(build_model(typed.model, data.input_shape, data.num_classes, seed))
 
-    def train_original() -> nn.Module:
+    def train_original(staging: Path) -> nn.Module:
         model = fresh()
         train_classifier(model, data.x_train, data.y_train, train_cfg, device, cfg.seed,
-                         "original", rows=split.trainable_idx, feed=data.feed)  # fmt: skip
+                         "original", rows=split.trainable_idx, feed=data.feed,
+                         checkpoint=staging / "original.ckpt")  # fmt: skip
         return model
 
-    def context(seed: int = cfg.seed) -> UnlearnContext:
+    def context(seed: int = cfg.seed, staging: Path | None = None) -> UnlearnContext:
         return UnlearnContext(train_cfg, device, seed, lambda: fresh(seed),
-                              typed.evaluation.batch_size)  # fmt: skip
+                              typed.evaluation.batch_size, checkpoint_dir=staging)  # fmt: skip
 
     base_key = {
         "dataset": dataset_key(cfg.dataset, split.data),
@@ -202,8 +203,8 @@ def build_models(
     def retrained(seed: int):
         key = {**base_key, "seed": seed, "forget": split.fingerprint()}
         return cache.get_or_train("retrain", key, lambda: fresh(seed),
-                                  lambda: run_method("retrain", original_model, split,
-                                                     context(seed)))  # fmt: skip
+                                  lambda staging: run_method("retrain", original_model, split,
+                                                             context(seed, staging)))  # fmt: skip
 
     reference = retrained(cfg.seed) if typed.evaluation.reference == "retrain" else None
     if cfg.method.name == "retrain" and reference is not None:
@@ -211,7 +212,11 @@ def build_models(
         unlearned, seconds, cost, ctx = (reference.model, reference.train_seconds,
                                          reference.cost, context())  # fmt: skip
     else:
-        ctx = context()
+        # The method's own training loops (SISA's shards) resume from here after a kill.
+        method_key = {**base_key, "forget": split.fingerprint(), "original": given and given.sha256,
+                      "method": method_options(cfg, typed.method)}  # fmt: skip
+        staging = cache.staging_dir(f"method-{cfg.method.name}-{cache_key(method_key)}")
+        ctx = context(staging=staging)
         model = copy.deepcopy(original_model).to(device)
         # One-time library and device set-up is not unlearning work: pay it before the timer.
         warm_up(model, data.x_train[torch.as_tensor(split.forget_idx[:2])], device,
@@ -224,6 +229,7 @@ def build_models(
                 torch.cuda.synchronize(device)
             seconds = time.perf_counter() - start - ctx.untimed_seconds
         cost = counted.minus(ctx.untimed_cost)
+        shutil.rmtree(staging, ignore_errors=True)  # finished: nothing left to resume
         if not gives_finite_outputs(unlearned, split, device):
             # The method left NaN/inf weights or outputs that its own guard (if any) did not
             # catch: the last good weights are the original's.
@@ -255,16 +261,6 @@ def build_models(
     return models, costs, {**ctx.metrics, **cache_info}, counts
 
 
-def model_key(node: DictConfig) -> dict:
-    """The model config as it enters cache keys, with the content hash of `model.weights`:
-    another file at the same path must not reuse models trained from the old one."""
-    key = OmegaConf.to_container(node, resolve=True)
-    weights = key.get("weights")
-    if weights:
-        key["weights_sha256"] = file_sha256(Path(weights).expanduser())
-    return key
-
-
 def gives_finite_outputs(model: nn.Module, split: ForgetSplit, device: torch.device) -> bool:
     """Finite weights, and finite logits on a probe of forget and retain samples."""
     if not is_finite_model(model):
@@ -289,7 +285,8 @@ def write_outputs(
     save_checkpoint(
         unlearned,
         run_dir / "checkpoints" / "unlearned.safetensors",
-        {
+        what="the unlearned model's checkpoint",
+        metadata={
             "model": OmegaConf.to_container(cfg.model, resolve=True),
             "dataset": cfg.dataset.name,
             "classes": list(split.data.classes),

@@ -11,6 +11,7 @@ import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -22,8 +23,18 @@ from torch import nn
 from unlearn_cli.console import progress_bar
 from unlearn_cli.data.feed import IN_MEMORY, TrainingFeed, augment_batch, batch_stream
 from unlearn_cli.errors import TrainingDiverged
-from unlearn_cli.options import Count, Momentum, NonNegative, Options, Positive, opt, parse
+from unlearn_cli.options import (
+    Count,
+    Momentum,
+    Natural,
+    NonNegative,
+    Options,
+    Positive,
+    opt,
+    parse,
+)
 from unlearn_cli.registry import Registry
+from unlearn_cli.resume import EpochCheckpoint, job_fingerprint, resume_epoch, save_epoch
 from unlearn_cli.speed import autocast, finish_training, prepare_batch, speed_of, training_module
 
 log = logging.getLogger(__name__)
@@ -52,6 +63,9 @@ class TrainOptions(Options):
     amp: Switch = opt("auto", "bf16 autocast: auto = on for CUDA with bf16, off on the CPU")
     channels_last: Switch = opt("auto", "conv nets: auto = on for CUDA")
     compile: bool | str = opt(False, "torch.compile the training forward: false | true | backend")
+    checkpoint_every: Natural = opt(
+        1, "epochs between resume checkpoints of cached models' training (0 = none)"
+    )
 
 
 def train_options(node) -> TrainOptions:
@@ -88,7 +102,13 @@ class TrainResult:
 
 
 def train_full_batch_lbfgs(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainOptions, device, description: str
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    cfg: TrainOptions,
+    device,
+    description: str,
+    ckpt: EpochCheckpoint | None = None,
 ) -> TrainResult:
     """`epochs` L-BFGS steps (up to 100 iterations each) on the L2-regularised mean loss."""
     start = time.perf_counter()
@@ -106,13 +126,16 @@ def train_full_batch_lbfgs(
         return loss
 
     loss = torch.tensor(float("nan"))
+    first = resumed(ckpt, description, cfg.epochs, model, optimizer, None, {}, device)
     with progress_bar(description, total=cfg.epochs) as bar:
-        for epoch in range(cfg.epochs):
+        bar.advance(first)
+        for epoch in range(first, cfg.epochs):
             loss = optimizer.step(closure).detach()
             if not torch.isfinite(loss):
                 raise TrainingDiverged(f"L-BFGS on the {description} model diverged in step "
                                        f"{epoch + 1}; raise model.train.weight_decay")  # fmt: skip
             bar.advance(status=f"objective {float(loss):.6f}")
+            checkpointed(ckpt, epoch + 1, cfg.epochs, model, optimizer, None, {}, device)
     model.eval()
     seconds = time.perf_counter() - start
     log.info("%s: L-BFGS in %.2fs, objective %.6f", description, seconds, float(loss))
@@ -129,16 +152,24 @@ def train_classifier(
     description: str,
     rows: np.ndarray | None = None,
     feed: TrainingFeed = IN_MEMORY,
+    checkpoint: Path | None = None,
 ) -> TrainResult:
     """Train `model` in place with cross-entropy under the training config `cfg`.
 
-    On the `rows` of (x, y) (all if None), fed and augmented as the dataset's `feed` says.
+    On the `rows` of (x, y) (all if None), fed and augmented as the dataset's `feed` says. With a
+    `checkpoint` path (and `checkpoint_every` > 0) the loop saves its state there every
+    `checkpoint_every` epochs and first resumes from what is there (see `unlearn_cli.resume`).
     """
     cfg = train_options(cfg)
+    n = len(y) if rows is None else len(rows)
+    ckpt = None
+    if checkpoint is not None and cfg.checkpoint_every > 0:
+        ckpt = EpochCheckpoint(Path(checkpoint), cfg.checkpoint_every,
+                               job_fingerprint(cfg, seed, rows, n, model))  # fmt: skip
     if cfg.optimizer == "lbfgs":
         if rows is not None:
             x, y = x[torch.as_tensor(rows)], y[torch.as_tensor(rows)]
-        return train_full_batch_lbfgs(model, x, y, cfg, device, description)
+        return train_full_batch_lbfgs(model, x, y, cfg, device, description, ckpt)
     start = time.perf_counter()
     model.to(device).train()
     speed = speed_of(cfg, model, device)
@@ -147,7 +178,6 @@ def train_classifier(
         if rows is not None:
             x, y, rows = x[torch.as_tensor(rows)], y[torch.as_tensor(rows)], None
         x, y = x.to(device), y.to(device)
-    n = len(y) if rows is None else len(rows)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     optimizer = make_optimizer(
         model.parameters(), cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum
@@ -157,8 +187,11 @@ def train_classifier(
     # Augmentation draws from its own stream: turning it on never changes the batch order.
     augment_generator = torch.Generator().manual_seed(seed + 1)
     loss_value = float("nan")
+    generators = {"order": generator, "augment": augment_generator}
+    first = resumed(ckpt, description, cfg.epochs, model, optimizer, scheduler, generators, device)
     with progress_bar(description, total=cfg.epochs) as bar:
-        for epoch in range(cfg.epochs):
+        bar.advance(first)
+        for epoch in range(first, cfg.epochs):
             total, count = torch.zeros((), device=device), 0
             for xb, yb in batch_stream(x, y, cfg.batch_size, generator, device, feed, rows):
                 xb = prepare_batch(augment_batch(xb, feed.augment, augment_generator), speed)
@@ -178,6 +211,8 @@ def train_classifier(
                 )
             bar.advance(status=f"loss {loss_value:.4f}")
             log.debug("%s epoch %d/%d loss %.4f", description, epoch + 1, cfg.epochs, loss_value)
+            checkpointed(ckpt, epoch + 1, cfg.epochs, model, optimizer, scheduler, generators,
+                         device)  # fmt: skip
     finish_training(model, speed)
     model.eval()
     seconds = time.perf_counter() - start
@@ -185,3 +220,21 @@ def train_classifier(
         "%s: %d epochs in %.1fs, final loss %.4f", description, cfg.epochs, seconds, loss_value
     )
     return TrainResult(seconds=seconds, final_loss=loss_value)
+
+
+def resumed(ckpt, description: str, epochs: int, *state) -> int:
+    """The epochs already done by an earlier, interrupted run of this loop (restored), or 0."""
+    if ckpt is None:
+        return 0
+    done = min(resume_epoch(ckpt, *state), epochs)
+    if done:
+        log.info("%s: resuming from epoch %d/%d (checkpoint %s)", description, done, epochs,
+                 ckpt.path)  # fmt: skip
+    return done
+
+
+def checkpointed(ckpt, done: int, epochs: int, *state) -> None:
+    """Save the loop's state after `done` epochs when it is due (and after the last epoch, so a
+    kill between training and caching costs nothing)."""
+    if ckpt is not None and (done % ckpt.every == 0 or done == epochs):
+        save_epoch(ckpt, done, *state)

@@ -8,6 +8,7 @@ in evaluation/options.py and the top-level keys here.
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -27,6 +28,8 @@ from unlearn_cli.options import Count, Natural, Options, Range, opt, parse
 ClassSpec = str | int | list[str | int] | None
 Fraction = Annotated[float, Range(gt=0, lt=1)]
 NODES = ("dataset", "model", "method", "evaluation")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -104,12 +107,20 @@ def validate_config(cfg: DictConfig) -> RunConfig:
         method=method_options(cfg.method, run.targets),
         evaluation=evaluation_options(cfg.evaluation),
     )
-    check_writable(Path(run.cache_dir), "cache_dir")
+    check_writable(Path(run.cache_dir), "cache_dir", read_only_ok=True)
     return typed
 
 
-def check_writable(folder: Path, key: str) -> None:
-    """`folder` exists (created if need be) and a file can be written in it."""
+def check_writable(folder: Path, key: str, read_only_ok: bool = False) -> None:
+    """`folder` exists (created if need be) and a file can be written in it.
+
+    With `read_only_ok` an existing folder that cannot be written (a team's shared cache) is
+    only a warning: what is in it is used, nothing new is stored.
+    """
+    if read_only_ok and folder.is_dir() and not os.access(folder, os.W_OK):
+        log.warning("%s=%s is read-only: models cached there are used, new ones are not "
+                    "stored", key, folder)  # fmt: skip
+        return
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test."):

@@ -103,7 +103,7 @@ def load_arrays(cache_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     labels = load_numpy_pickle(read_verified(folder / FILES["labels"][0], FILES["labels"][1]))
     images, labels = images.astype(np.uint8, copy=False), labels.astype(np.int64, copy=False)
     check_arrays(images, labels)
-    atomic_write_npz(cache_file, images=images, labels=labels)
+    atomic_write_npz(cache_file, "the dataset cache", images=images, labels=labels)
     log.info("cached animal_mnist arrays at %s", cache_file)
     return images, labels
 

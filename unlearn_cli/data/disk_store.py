@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import torch
 from numpy.lib.format import open_memmap
 from omegaconf import DictConfig
 
+from unlearn_cli.atomic import temp_folder, write_failed
 from unlearn_cli.data.dataset import ImageDataset, fixed_stats
 from unlearn_cli.data.feed import TrainingFeed
 from unlearn_cli.data.imagefolder import Listing, decoded_images
@@ -96,16 +96,18 @@ def load_or_build(
     """The folder as an ImageDataset whose tensors are memory-mapped files under cache_dir."""
     final = Path(cache_dir) / "datasets" / f"imagefolder-{store_key(cfg, listing)}"
     if not (final / "meta.json").is_file():
-        final.parent.mkdir(parents=True, exist_ok=True)
-        building = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+        what = "the on-disk image store"
+        building = temp_folder(final.parent, f".{final.name}.", what)
+        # float32 train + test tensors, and the uint8 decoded images while it is built
+        size = decoded_bytes(cfg, listing) * 5 // 4
         try:
             log.info("building the on-disk image store %s", final)
-            _build(building, cfg, listing, workers, rule)
             try:
+                _build(building, cfg, listing, workers, rule)
                 os.rename(building, final)
-            except OSError:  # another process finished the same store first: use theirs
-                if not (final / "meta.json").is_file():
-                    raise
+            except OSError as exc:
+                if not (final / "meta.json").is_file():  # else: another process finished first
+                    raise write_failed(exc, final, what, size) from exc
         finally:
             shutil.rmtree(building, ignore_errors=True)
     meta = json.loads((final / "meta.json").read_text())

@@ -24,13 +24,14 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 
-from unlearn_cli.cache import ModelCache
+from unlearn_cli.cache import ModelCache, model_key
 from unlearn_cli.data.builders import dataset_key
 from unlearn_cli.data.split import ForgetSplit
 from unlearn_cli.evaluation.competition import logit_scaled_confidence
@@ -60,15 +61,15 @@ def shadow_models(cfg: DictConfig, split: ForgetSplit, device: torch.device):
         def fresh(k: int = k) -> nn.Module:
             return build_model(cfg.model, data.input_shape, data.num_classes, lira.seed + k)
 
-        def train(k: int = k, idx: torch.Tensor = idx) -> nn.Module:
+        def train(staging: Path, k: int = k, idx: torch.Tensor = idx) -> nn.Module:
             model = fresh(k)
             train_classifier(model, data.x_train, data.y_train, cfg.model.train, device,
                              lira.seed + k, f"shadow {k + 1}/{len(members)}", rows=idx.numpy(),
-                             feed=data.feed)  # fmt: skip
+                             feed=data.feed, checkpoint=staging / "shadow.ckpt")  # fmt: skip
             return model
 
         key = {"dataset": dataset_key(cfg.dataset, split.data),
-               "model": OmegaConf.to_container(cfg.model, resolve=True),
+               "model": model_key(cfg.model),
                "validation": split.validation_fingerprint(),
                "shadow": k, "shadows_seed": lira.seed, "device_type": device.type}  # fmt: skip
         shadows.append(cache.get_or_train("shadow", key, fresh, train).model.to(device))

@@ -21,7 +21,7 @@ ROLE_COLOURS = {"original": "#9e9e9e", "retrain": "#2e7d32", "unlearned": "#1565
 
 
 def save(fig: plt.Figure, path: Path) -> Path:
-    with atomic_path(path) as tmp:
+    with atomic_path(path, "a plot") as tmp:
         fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path

@@ -32,7 +32,7 @@ from rich.table import Table
 from unlearn_cli.atomic import atomic_write_text
 from unlearn_cli.errors import UserError
 from unlearn_cli.evaluation.tables import rich_table
-from unlearn_cli.record import flatten, short_hash
+from unlearn_cli.record import flatten, run_status, short_hash
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +86,14 @@ def find_metrics(paths: Iterable[Path | str]) -> list[Path]:
 def completed_run(file: Path) -> dict | None:
     """The run's metrics.json data, or None (with a warning) when it did not complete."""
     data = json.loads(file.read_text(encoding="utf-8"))
-    if data.get("status") != "completed":
-        log.warning("skipping %s: status %s", file.parent.name, data.get("status"))
+    status = run_status(data)
+    if status != "completed":
+        hint = ""
+        if status == "killed":
+            process = data["process"]
+            hint = (f" (process {process.get('pid')} on {process.get('host')} is gone; rerun the "
+                    "same config to resume)")  # fmt: skip
+        log.warning("skipping %s: %s%s", file.parent, status, hint)
         return None
     return data
 
@@ -388,9 +394,9 @@ def write_report(
     table: pd.DataFrame, csv: Path | None, markdown: Path | None, title: str, preamble: str = ""
 ) -> None:
     if csv is not None:
-        atomic_write_text(csv, table.to_csv(index=False))
+        atomic_write_text(csv, table.to_csv(index=False), "the report CSV")
     if markdown is not None:
-        atomic_write_text(markdown, to_markdown(table, title, preamble))
+        atomic_write_text(markdown, to_markdown(table, title, preamble), "the report Markdown")
 
 
 BENCH_TITLE = "Benchmarks"

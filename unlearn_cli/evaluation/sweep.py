@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 
 from unlearn_cli.console import out_console
 from unlearn_cli.evaluation.tables import rich_table, write_csv
+from unlearn_cli.record import run_status
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ def job_row(metrics_file: Path) -> dict[str, Any]:
     cfg = data.get("config", {})
     row: dict[str, Any] = {
         "job": metrics_file.parent.name,
-        "status": data.get("status", "unknown"),
+        "status": run_status(data),
         "dataset": cfg.get("dataset"),
         "model": cfg.get("model"),
         "method": cfg.get("method"),

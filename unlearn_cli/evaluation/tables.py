@@ -44,7 +44,7 @@ def rich_table(frame: pd.DataFrame, title: str, columns: Sequence[str] | None = 
 
 
 def write_csv(frame: pd.DataFrame, path) -> None:
-    atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))
+    atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False), "a metrics table")
 
 
 def metrics_by_model_table(frame: pd.DataFrame, title: str, caption: str | None = None) -> Table:

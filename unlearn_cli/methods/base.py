@@ -13,6 +13,7 @@ import logging
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import torch
@@ -45,6 +46,13 @@ class UnlearnContext:
     # training); they are left out of the method's time_s.
     untimed_seconds: float = 0.0
     untimed_cost: Cost = field(default_factory=Cost)  # the sample passes of that set-up
+    # Where the method's training loops keep epoch checkpoints to resume from after a kill
+    # (the model cache's staging area); None: they keep none.
+    checkpoint_dir: Path | None = None
+
+    def checkpoint(self, name: str) -> Path | None:
+        """The epoch-checkpoint path of the method's training loop `name`, or None."""
+        return None if self.checkpoint_dir is None else self.checkpoint_dir / f"{name}.ckpt"
 
     def __post_init__(self) -> None:
         self.train_cfg = train_options(self.train_cfg)  # a `model.train` node becomes typed

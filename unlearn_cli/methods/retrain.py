@@ -26,7 +26,7 @@ def retrain(
     data = split.data
     result = train_classifier(
         fresh, data.x_train, data.y_train, ctx.train_cfg, ctx.device, ctx.seed, "retrain",
-        rows=split.retain_idx, feed=data.feed,
+        rows=split.retain_idx, feed=data.feed, checkpoint=ctx.checkpoint("retrain"),
     )  # fmt: skip
     ctx.metrics["train_seconds"] = result.seconds
     return fresh

@@ -15,10 +15,12 @@ training is set-up, not unlearning: it is left out of `time_s` (recorded as `set
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -74,8 +76,10 @@ class SisaTrainer:
         slices: int,
         removed: Iterable[int] = (),
         feed: TrainingFeed = IN_MEMORY,
+        checkpoint_dir: Path | None = None,
     ) -> None:
         self.fresh_model, self.x, self.y, self.feed = fresh_model, x, y, feed
+        self.checkpoint_dir = checkpoint_dir  # epoch checkpoints of every slice's training
         self.train_cfg, self.device, self.seed = train_cfg, device, seed
         order = np.random.default_rng(seed).permutation(len(y))
         # slice_members[k][r]: training indices of slice r of shard k (fixed for good)
@@ -123,10 +127,18 @@ class SisaTrainer:
                     model, self.x, self.y, self.train_cfg, self.device,
                     seed=self.seed * 10_000 + shard * 100 + r,
                     description=f"sisa shard {shard + 1}/{len(self.members)} slice {r + 1}",
-                    rows=keep, feed=self.feed,
+                    rows=keep, feed=self.feed, checkpoint=self._checkpoint(shard, r, keep),
                 )  # fmt: skip
             state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
             self.checkpoints[shard].append(state)
+
+    def _checkpoint(self, shard: int, r: int, rows: np.ndarray) -> Path | None:
+        """One file per shard, slice and set of rows: the retraining after a deletion (other
+        rows) never meets the set-up's checkpoint of the same slice."""
+        if self.checkpoint_dir is None:
+            return None
+        rows_hash = hashlib.sha256(rows.astype(np.int64).tobytes()).hexdigest()[:12]
+        return self.checkpoint_dir / f"sisa-shard{shard}-slice{r}-{rows_hash}.ckpt"
 
 
 def slice_train_cfg(ctx: UnlearnContext, opts: SisaOptions):
@@ -144,6 +156,7 @@ def sisa(model: nn.Module, split: ForgetSplit, ctx: UnlearnContext, opts: SisaOp
             ctx.fresh_model, split.data.x_train, split.data.y_train, slice_train_cfg(ctx, opts),
             ctx.device, ctx.seed, opts.shards, opts.slices, feed=split.data.feed,
             removed=split.validation_idx,  # held out from every model, SISA's shards included
+            checkpoint_dir=ctx.checkpoint_dir,
         ).fit()  # fmt: skip
     setup = time.perf_counter() - start
     ctx.untimed_seconds += setup

@@ -24,10 +24,15 @@ from unlearn_cli.options import Count, Options, Positive, opt
 class SsdOptions(Options):
     renamed = {"alpha": "select_threshold"}
     unsuited = {
+        "class": "no select_threshold of the tuning grid (5, 10, 20, 45) forgot the class on "
+        "both benchmark variants: 45 (the default) is within the retrain noise floor on the "
+        "full one but selects nothing on the memorising one (the model is left as it was), and "
+        "5, which forgets there, destroys the full variant's model "
+        "(configs/sweep/tune_ssd_class.yaml); choose select_threshold for your model",
         "samples": "no select_threshold of the tuning grid (2, 5, 10, 45) beat doing nothing on "
         "both benchmark variants: on the full one thresholds up to 10 also dampen what the "
         "retained data need (retain accuracy 10-15%) and 45 barely changes the model; on the "
-        "memorising one none changes it (configs/sweep/tune_ssd_samples.yaml)"
+        "memorising one none changes it (configs/sweep/tune_ssd_samples.yaml)",
     }
     select_threshold: Positive = opt(
         45.0, "select weights whose forget importance exceeds this x their overall importance"

@@ -21,13 +21,16 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def save_checkpoint(model: nn.Module, path: Path | str, metadata: dict | None = None) -> str:
+def save_checkpoint(
+    model: nn.Module, path: Path | str, metadata: dict | None = None, what: str = "model weights"
+) -> str:
     """Write weights (safetensors) and `<path>.json` metadata atomically; return the sha256."""
     path = Path(path)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    atomic_write(path, lambda tmp: save_file(state, str(tmp)))
+    size = sum(v.numel() * v.element_size() for v in state.values())
+    atomic_write(path, lambda tmp: save_file(state, str(tmp)), what, size)
     digest = file_sha256(path)
-    atomic_write_json(path.with_suffix(".json"), {"sha256": digest, **(metadata or {})})
+    atomic_write_json(path.with_suffix(".json"), {"sha256": digest, **(metadata or {})}, what)
     return digest
 
 
