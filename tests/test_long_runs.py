@@ -192,6 +192,17 @@ def test_sisa_setup_resumes_from_its_slice_checkpoints(unlearn_here, tmp_path, m
 # ----------------------------------------------------------------------------- full disks
 
 
+def test_library_spellings_of_a_full_disk_are_recognised():
+    from safetensors import SafetensorError
+
+    from unlearn_cli.atomic import as_os_error
+
+    wrapped = SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, '
+                              'message: "No space left on device" })')  # fmt: skip
+    assert as_os_error(wrapped).errno == errno.ENOSPC
+    assert as_os_error(RuntimeError("shape mismatch")) is None
+
+
 def enospc() -> OSError:
     return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
@@ -249,28 +260,21 @@ def test_a_full_disk_at_the_image_store_is_one_line(unlearn_here, tmp_path, monk
     assert not datasets.exists() or not list(datasets.iterdir())  # no half-built store
 
 
-@pytest.mark.parametrize("how", ["os-error", "safetensors-error"])
+@pytest.mark.parametrize("how", ["at-the-rename", "at-the-write"])
 def test_a_model_that_cannot_be_cached_still_finishes_the_run(unlearn_here, tmp_path,
                                                              monkeypatch, how):  # fmt: skip
-    import unlearn_cli.models.checkpoint as checkpoint
-
     models = tmp_path / "outputs" / "cache" / "models"
-    if how == "os-error":
+    if how == "at-the-rename":
         fail_replace(monkeypatch, lambda p: models in p.parents)
-    else:  # safetensors reports a full disk in its own exception type
-        from safetensors import SafetensorError
+    else:  # the bytes themselves do not fit
+        real = Path.write_bytes
 
-        real = checkpoint.save_file
+        def write_bytes(self, data):
+            if models in self.absolute().parents and self.name.startswith(".model"):
+                raise enospc()
+            return real(self, data)
 
-        def save_file(state, path, *a, **k):
-            if models in Path(path).parents:
-                raise SafetensorError(
-                    "Error while serializing: IoError(Os { code: 28, kind: "
-                    'StorageFull, message: "No space left on device" })'
-                )
-            return real(state, path, *a, **k)
-
-        monkeypatch.setattr(checkpoint, "save_file", save_file)
+        monkeypatch.setattr(Path, "write_bytes", write_bytes)
     code, _, err = unlearn_here("run", *TINY)
     assert code == 0 and "Traceback" not in err, err
     flat = " ".join(err.split())  # the console wraps long log lines

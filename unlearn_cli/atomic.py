@@ -171,6 +171,22 @@ def atomic_write_json(target: Path | str, data: Any, what: str = "a file") -> No
     atomic_write_text(target, text, what)
 
 
+def atomic_write_bytes(target: Path | str, data: bytes, what: str = "a file") -> None:
+    """Bytes serialised in memory first (torch.save, safetensors): a full disk then surfaces as
+    Python's own OSError, not as the library's "iostream error" or "unexpected pos" message."""
+    atomic_write(target, lambda tmp: tmp.write_bytes(data), what, len(data))
+
+
+def torch_save_bytes(obj: Any) -> bytes:
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
 def atomic_write_npz(target: Path | str, what: str = "a file", **arrays: np.ndarray) -> None:
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as fh:  # a file object stops numpy from appending ".npz"

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from unlearn_cli.atomic import atomic_write, atomic_write_json, make_folder
+from unlearn_cli.atomic import atomic_write_bytes, atomic_write_json, make_folder, torch_save_bytes
 from unlearn_cli.errors import UserError
 from unlearn_cli.models.checkpoint import file_sha256
 
@@ -79,7 +79,7 @@ def export_run(run_dir: Path, out: Path | None = None) -> list[Path]:
     loads = check_plain_load(meta, num_classes, plain, probe, expected, grayscale)
     make_folder(out, "the export folder")
     state_path, program_path = out / "state_dict.pt", out / "model.pt2"
-    atomic_write(state_path, lambda tmp: torch.save(plain, tmp), "the exported state dict")
+    atomic_write_bytes(state_path, torch_save_bytes(plain), "the exported state dict")
     batch = torch.export.Dim("batch", min=1)
     try:
         program = torch.export.export(model, (probe,), dynamic_shapes=({0: batch},))
@@ -88,8 +88,7 @@ def export_run(run_dir: Path, out: Path | None = None) -> list[Path]:
                         f"{state_path.name} is written, model.pt2 is not") from None  # fmt: skip
     buffer = io.BytesIO()  # torch.export.save wants a .pt2 name; the temp file has another
     torch.export.save(program, buffer)
-    atomic_write(program_path, lambda tmp: tmp.write_bytes(buffer.getvalue()),
-                 "the exported program")  # fmt: skip
+    atomic_write_bytes(program_path, buffer.getvalue(), "the exported program")
     info = {
         "run": str(run_dir),
         "method": meta.get("method"),

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from unlearn_cli.atomic import atomic_write
+from unlearn_cli.atomic import atomic_write_bytes, torch_save_bytes
 from unlearn_cli.errors import WriteFailed
 from unlearn_cli.record import short_hash
 
@@ -95,7 +95,7 @@ def save_epoch(
         "rng": rng_state(device),
     }
     try:
-        atomic_write(ckpt.path, lambda tmp: torch.save(state, tmp), "an epoch checkpoint")
+        atomic_write_bytes(ckpt.path, torch_save_bytes(state), "an epoch checkpoint")
     except WriteFailed as exc:
         ckpt.failed = True
         log.warning("%s; training goes on without epoch checkpoints", exc)

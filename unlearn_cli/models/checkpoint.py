@@ -6,10 +6,10 @@ import hashlib
 import json
 from pathlib import Path
 
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 
-from unlearn_cli.atomic import atomic_write, atomic_write_json
+from unlearn_cli.atomic import atomic_write_bytes, atomic_write_json
 from unlearn_cli.errors import UserError
 
 
@@ -27,8 +27,7 @@ def save_checkpoint(
     """Write weights (safetensors) and `<path>.json` metadata atomically; return the sha256."""
     path = Path(path)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    size = sum(v.numel() * v.element_size() for v in state.values())
-    atomic_write(path, lambda tmp: save_file(state, str(tmp)), what, size)
+    atomic_write_bytes(path, save(state), what)
     digest = file_sha256(path)
     atomic_write_json(path.with_suffix(".json"), {"sha256": digest, **(metadata or {})}, what)
     return digest
