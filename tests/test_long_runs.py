@@ -423,7 +423,7 @@ def test_a_preempted_submitit_job_is_requeued_and_resumes(tmp_path):
     training from its last epoch checkpoint."""
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     args = [unlearn_executable(), "run", "-m", "hydra/launcher=submitit_local",
-            "dataset=digits", "model.width=8", "model.train.epochs=60", "device=cpu",
+            "dataset=digits", "model.width=8", "model.train.epochs=20", "device=cpu",
             "evaluation.noise_floor=false", "evaluation.plots=false", "forget_class=3",
             "hydra.sweep.dir=sweep"]  # fmt: skip
     sweep = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE,
