@@ -85,7 +85,7 @@ def umask() -> int:
 
 
 # How libraries that wrap the OS error in their own exception (safetensors' SafetensorError,
-# torch.save's RuntimeError) spell the two errors a write meets most.
+# torch.save's RuntimeError) spell the errors a write meets most.
 OS_ERROR_MARKERS = {
     errno.ENOSPC: ("No space left on device", "os error 28", "code: 28"),
     errno.EDQUOT: ("Disk quota exceeded", "os error 122", "code: 122"),

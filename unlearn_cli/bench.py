@@ -109,8 +109,8 @@ def markdown(result: dict, cfg: DictConfig, device: torch.device, repeats: int) 
     ours, hand = medians[OURS], medians[HAND]
     overhead = (hand / ours - 1) * 100
     verdict = "within" if overhead < LIMIT_PCT else "OVER"
-    saving = (ours / medians[CHECKPOINTED] - 1) * 100
-    saving_verdict = "within" if saving < CHECKPOINT_LIMIT_PCT else "OVER"
+    checkpoint_cost = (ours / medians[CHECKPOINTED] - 1) * 100
+    checkpoint_verdict = "within" if checkpoint_cost < CHECKPOINT_LIMIT_PCT else "OVER"
     lines = [
         START,
         "## Training-loop overhead",
@@ -135,7 +135,7 @@ def markdown(result: dict, cfg: DictConfig, device: torch.device, repeats: int) 
         "rows); in memory it only shows what streaming costs.",
         "",
         f"Cost of the epoch checkpoints (resume after a kill, `model.train.checkpoint_every=1`) "
-        f"over the same loop without them: **{saving:+.1f}%** ({saving_verdict} the "
+        f"over the same loop without them: **{checkpoint_cost:+.1f}%** ({checkpoint_verdict} the "
         f"{CHECKPOINT_LIMIT_PCT:.0f}% budget).",
         *(
             []
