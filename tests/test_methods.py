@@ -70,6 +70,8 @@ TINY_DATA_OVERRIDES = {
     "negative_gradient": ["method.forget_epochs=100"],
     "boundary_shrink": ["method.forget_epochs=5"],
     "random_label": ["method.forget_epochs=5"],
+    "msg": ["method.retain_epochs=10", "method.lr=0.05"],
+    "conv_transpose": ["method.retain_epochs=10", "method.lr=0.05"],
 }
 
 

@@ -1,8 +1,10 @@
-"""`unlearn audit`: the competition's forgetting-quality score over N models per side.
+"""`unlearn audit`: scores over N models per side, the competition's forgetting quality and KLoM.
 
 N original and N retrained models (seeds 0..N-1, from the model cache when present) and, per
 method, N unlearned models (each method applied to original i with seed i). The forget set is
-fixed by the run's own `seed`. See evaluation/competition.py for the score.
+fixed by the run's own `seed`. See evaluation/competition.py for F and evaluation/klom.py for KLoM
+(the 95th percentile of per-sample KLoM on the forget set, a fixed retain subsample and the
+validation split; the row "retrain (half vs half)" is the floor N models allow).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from unlearn_cli.atomic import atomic_write_json, atomic_write_text, make_folder
@@ -24,12 +27,17 @@ from unlearn_cli.evaluation.competition import (
     forgetting_quality,
     logit_scaled_confidence,
 )
+from unlearn_cli.evaluation.klom import klom_p95, margins, retrain_floor
 from unlearn_cli.inference import accuracy, predict_logits
 from unlearn_cli.methods import METHODS
 from unlearn_cli.run import build_models, seed_everything
 from unlearn_cli.validate import validate_config
 
 log = logging.getLogger(__name__)
+
+KLOM_VIEWS = ("forget", "retain", "validation")
+KLOM_RETAIN_SAMPLES = 1000  # a fixed subsample: KLoM's per-sample histograms cost N x samples
+FLOOR_ROW = "retrain (half vs half)"
 
 
 def run_audit(cfg: DictConfig, methods: list[str], n_models: int, out_dir: Path) -> pd.DataFrame:
@@ -40,10 +48,13 @@ def run_audit(cfg: DictConfig, methods: list[str], n_models: int, out_dir: Path)
     data = load_dataset(cfg.dataset, cfg.cache_dir)
     split = split_from_config(data, cfg)
     fx, fy = split.forget
+    views = klom_views(split)
     scores: dict[str, list[np.ndarray]] = {"retrain": []}
     utility: dict[str, list[tuple[float, float]]] = {"retrain": []}
+    margin: dict[str, dict[str, list[np.ndarray]]] = {"retrain": {v: [] for v in views}}
     for name in methods:
         scores[name], utility[name] = [], []
+        margin[name] = {v: [] for v in views}
     method_cfgs = {
         name: cfg.method if cfg.method.name == name else method_defaults(name) for name in methods
     }
@@ -61,23 +72,45 @@ def run_audit(cfg: DictConfig, methods: list[str], n_models: int, out_dir: Path)
             for role, model in roles.items():
                 logits = predict_logits(model, fx, device, cfg.evaluation.batch_size)
                 scores[role].append(logit_scaled_confidence(logits, fy))
+                for view, (x, y) in views.items():
+                    view_logits = logits if view == "forget" else predict_logits(
+                        model, x, device, cfg.evaluation.batch_size)  # fmt: skip
+                    margin[role][view].append(margins(view_logits, y))
                 utility[role].append(utility_of(model, split, device, cfg.evaluation.batch_size))
             log.info("audit: model %d/%d of %s done", i + 1, n_models, name)
     rows = []
     ra_r, ta_r = np.mean(utility["retrain"], axis=0)
+    oracle = {v: np.stack(m) for v, m in margin["retrain"].items()}
     for name in methods:
         f, eps = forgetting_quality(np.stack(scores["retrain"]), np.stack(scores[name]))
         ra_u, ta_u = np.mean(utility[name], axis=0)
         rows.append({"method": name, "models": n_models, "F": f,
                      "final_score": final_score(f, ra_u, ra_r, ta_u, ta_r),
                      "RA": ra_u, "TA": ta_u, "RA_retrain": ra_r, "TA_retrain": ta_r,
-                     "median_epsilon": float(np.median(eps))})  # fmt: skip
+                     "median_epsilon": float(np.median(eps)),
+                     **{f"klom_{v}_p95": klom_p95(np.stack(margin[name][v]), oracle[v])
+                        for v in views}})  # fmt: skip
+    nan = float("nan")
+    rows.append({"method": FLOOR_ROW, "models": n_models // 2, "F": nan, "final_score": nan,
+                 "RA": ra_r, "TA": ta_r, "RA_retrain": ra_r, "TA_retrain": ta_r,
+                 "median_epsilon": nan,
+                 **{f"klom_{v}_p95": retrain_floor(oracle[v]) for v in views}})  # fmt: skip
     table = pd.DataFrame(rows)
     make_folder(out_dir, "the audit folder")
     atomic_write_text(out_dir / "audit.csv", table.to_csv(index=False), "the audit table")
     atomic_write_json(out_dir / "audit.json", {"forget": split.describe(), "rows": rows},
                       "the audit's JSON")  # fmt: skip
     return table
+
+
+def klom_views(split) -> dict[str, tuple]:
+    """The samples KLoM is reported on: the forget set, a fixed retain subsample and the
+    validation split (empty views are left out)."""
+    rx, ry = split.retain
+    keep = np.random.default_rng(0).permutation(len(ry))[:KLOM_RETAIN_SAMPLES]
+    keep = torch.as_tensor(np.sort(keep))
+    views = {"forget": split.forget, "retain": (rx[keep], ry[keep]), "validation": split.validation}
+    return {v: xy for v, xy in views.items() if len(xy[1])}
 
 
 def method_defaults(name: str) -> DictConfig:

@@ -23,6 +23,7 @@ from unlearn_cli.evaluation.metrics import (
     view_logits,
 )
 from unlearn_cli.evaluation.options import EvaluationOptions
+from unlearn_cli.evaluation.representation import representation_metrics
 
 
 def evaluate_models(
@@ -64,6 +65,11 @@ def evaluate_models(
                     output_closeness(logits[role][view], logits["original"][view], f"orig_{view}")
                 )
             rows[role].update(unseen_metrics(rows[role], split.scenario))
+    if cfg.representation:
+        inside = representation_metrics(models, split, device, cfg.batch_size, seed,
+                                        cfg.representation_max_samples)  # fmt: skip
+        for role, figures in inside.items():
+            rows[role].update(figures)
     x_test, y_test = split.data.x_test, split.data.y_test
     full_test = {r: predict_logits(m, x_test, device, cfg.batch_size) for r, m in models.items()}
     details: dict = {

@@ -24,6 +24,14 @@ class EvaluationOptions(Options):
     noise_floor: bool = opt(
         True, "also retrain with the next seed: the gap two exact retrainings show (the floor)"
     )
+    representation: bool = opt(
+        True,
+        "penultimate-layer evidence: linear/k-NN probes (class forgetting) and linear CKA to "
+        "the retrained model (cheap: a few seconds)",
+    )
+    representation_max_samples: Count = opt(
+        5000, "cap on the test and forget images the representation figures use (fixed draw)"
+    )
     lira: LiraOptions | None = opt(None, "evaluation=lira|ulira: the shadow models' settings")
     reference: Literal["retrain", "none"] = opt(
         "retrain",

@@ -52,6 +52,10 @@ REPORT_METRICS = (
     "forget_minus_unseen",
     "agree_orig_forget",
 )
+# evaluation.representation: what the penultimate-layer features show (a table of their own)
+INSIDE_METRICS = ("probe_forget_acc", "probe_acc", "knn_forget_acc", "knn_acc", "cka_forget",
+                  "cka_test")  # fmt: skip
+AGGREGATED = (*REPORT_METRICS, *INSIDE_METRICS)
 GAP_METRICS = ("UA", "RA", "TA", "MIA")  # the metrics avg_gap averages
 CELL = ["dataset", "model", "scenario"]  # one table of the report
 GROUP = [*CELL, "method"]
@@ -132,7 +136,7 @@ def role_rows(data: dict, base: dict, method_hash: str) -> Iterator[tuple[tuple,
         own_hash = method_hash if role == "unlearned" else ""
         key = (base["dataset"], base["model"], base["scenario"], base["seed"], name, own_hash)
         row = {**base, "method": name, "method_hash": own_hash}
-        yield key, {**row, **{m: metrics.get(m) for m in REPORT_METRICS}}
+        yield key, {**row, **{m: metrics.get(m) for m in AGGREGATED}}
 
 
 def per_seed_rows(files: list[Path]) -> pd.DataFrame:
@@ -218,7 +222,10 @@ def label_configurations(frame: pd.DataFrame, options: dict[tuple, dict | None])
 
 def mean_std(per_seed: pd.DataFrame) -> pd.DataFrame:
     """mean, sample std and the number of seeds of every metric per row group."""
-    numeric = per_seed[GROUP + list(REPORT_METRICS)].astype({m: float for m in REPORT_METRICS})
+    for metric in AGGREGATED:  # rows of runs written before a metric existed
+        if metric not in per_seed:
+            per_seed = per_seed.assign(**{metric: np.nan})
+    numeric = per_seed[GROUP + list(AGGREGATED)].astype({m: float for m in AGGREGATED})
     grouped = numeric.groupby(GROUP, sort=False)
     table = grouped.mean().join(grouped.std(ddof=1).add_suffix("_std"))
     table["seeds"] = grouped.size()
@@ -236,8 +243,8 @@ def pairwise_floor(retrain: pd.DataFrame) -> dict[str, Any] | None:
     values = retrain[list(GAP_METRICS)].to_numpy()
     gaps = [np.abs(a - b).mean() for a, b in itertools.combinations(values, 2)]
     row: dict[str, Any] = {"method": FLOOR, "seeds": len(retrain)}
-    row.update({m: float("nan") for m in REPORT_METRICS})
-    row.update({f"{m}_std": float("nan") for m in REPORT_METRICS})
+    row.update({m: float("nan") for m in AGGREGATED})
+    row.update({f"{m}_std": float("nan") for m in AGGREGATED})
     for metric, column in zip(GAP_METRICS, values.T, strict=True):
         row[metric], row[f"{metric}_std"] = column.mean(), pd.Series(column).std(ddof=1)
     row["avg_gap"] = float(np.mean(gaps))
@@ -288,7 +295,7 @@ def mean_pm_std(row: pd.Series, metric: str) -> str:
     mean, std = row[metric], row.get(f"{metric}_std")
     if pd.isna(mean):
         return "-"
-    digits = 3 if metric == "mia_auc" else 2
+    digits = 3 if metric == "mia_auc" or metric.startswith("cka") else 2
     if pd.isna(std):
         return f"{mean:.{digits}f}"
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
@@ -296,10 +303,63 @@ def mean_pm_std(row: pd.Series, metric: str) -> str:
 
 def display_frame(table: pd.DataFrame) -> pd.DataFrame:
     shown = table[GROUP + ["seeds"]].copy()
-    for metric in REPORT_METRICS:
+    for metric in AGGREGATED:
         shown[metric] = [mean_pm_std(row, metric) for _, row in table.iterrows()]
     shown[WITHIN] = table.get(WITHIN, "")
+    shown[FORGOTTEN_IN] = forgotten_in(table)
     return shown
+
+
+FORGOTTEN_IN = "forgotten_in"
+INSIDE_CAPTION = (
+    "Penultimate-layer features (evaluation.representation): probe_* / knn_* are a linear probe "
+    "and a cosine 5-NN fitted on half the test images of all classes and scored on the other "
+    "half (%, `_forget` on the forgotten class); cka_* is linear CKA to the retrained model's "
+    "features on the forget set and the test images (1 = the same). "
+    f"{FORGOTTEN_IN}: `features` where the method forgot in its outputs (UA within "
+    "10 points of retrain's) and its probe_forget_acc closed at least half of the original's "
+    "gap to retrain's; `head only` where it forgot in its outputs but the features still hold "
+    "the class; `not forgotten` where the outputs still know it."
+)
+HEAD_ONLY_SHARE = 0.5  # a probe gap closed by less than this share: the features still know it
+UA_TOLERANCE = 10.0  # points from retrain's UA that still count as forgotten in the outputs
+MIN_PROBE_GAP = 5.0  # original vs retrain probe points below which the probe cannot tell
+
+
+def forgotten_in(table: pd.DataFrame) -> list[str]:
+    """Per row of a class cell: `features`, `head only` or `not forgotten` (see INSIDE_CAPTION);
+    "" for the reference rows, other scenarios and cells without probe figures."""
+    refs = {}
+    for cell, part in table.groupby(CELL, sort=False):
+        by = part.set_index("method")
+        if {ORIGINAL, "retrain"} <= set(by.index) and "probe_forget_acc" in by:
+            refs[cell] = by.loc[[ORIGINAL, "retrain"], ["probe_forget_acc", "UA"]]
+    return [forgotten_mark(row, refs.get(tuple(row[CELL]))) for _, row in table.iterrows()]
+
+
+def forgotten_mark(row: pd.Series, ref: pd.DataFrame | None) -> str:
+    if ref is None or row["method"] in (ORIGINAL, "retrain", FLOOR):
+        return ""
+    if not str(row["scenario"]).startswith("class") or pd.isna(row.get("probe_forget_acc")):
+        return ""
+    probe_original, probe_retrain = ref["probe_forget_acc"]
+    if pd.isna(probe_original - probe_retrain) or probe_original - probe_retrain < MIN_PROBE_GAP:
+        return ""  # the probe cannot tell the original from retrain here
+    if abs(row["UA"] - ref.loc["retrain", "UA"]) > UA_TOLERANCE:
+        return "not forgotten"
+    closed = probe_original - row["probe_forget_acc"]
+    return (
+        "features" if closed >= HEAD_ONLY_SHARE * (probe_original - probe_retrain) else "head only"
+    )
+
+
+def inside_columns(part: pd.DataFrame, raw: pd.DataFrame) -> list[str]:
+    """The representation table's columns: the figures some run measured, and the verdict."""
+    cols = [c for c in INSIDE_METRICS if not raw[c].isna().all()]
+    if not cols:
+        return []
+    verdict = [FORGOTTEN_IN] if (part[FORGOTTEN_IN] != "").any() else []
+    return ["method", "seeds", *cols, *verdict]
 
 
 # Shown only where some run measured them: what needs the retrained model, and what a run
@@ -332,6 +392,11 @@ def grouped_tables(table: pd.DataFrame) -> list[Table]:
         if WITHIN in columns:
             rendered.caption = FLOOR_CAPTION
         tables.append(rendered)
+        inside = inside_columns(part, table.loc[part.index])
+        if inside:
+            extra = rich_table(part, f"{dataset} / {model} / {scenario}: inside the model", inside)
+            extra.caption = INSIDE_CAPTION
+            tables.append(extra)
     return tables
 
 
@@ -364,16 +429,22 @@ def to_markdown(table: pd.DataFrame, title: str, preamble: str = "") -> str:
         cols = cell_columns(part, table.loc[part.index])
         if WITHIN in cols:
             lines += [FLOOR_CAPTION, ""]
-        lines.append("| " + " | ".join(cols) + " |")
-        lines.append("|" + "|".join(markdown_align(c) for c in cols) + "|")
-        for _, row in part.iterrows():
-            lines.append("| " + " | ".join(str(row[c]) for c in cols) + " |")
-        lines.append("")
+        lines += markdown_rows(part, cols)
+        inside = inside_columns(part, table.loc[part.index])
+        if inside:
+            lines += ["### Inside the model", "", INSIDE_CAPTION, "", *markdown_rows(part, inside)]
     return "\n".join(lines)
 
 
+def markdown_rows(part: pd.DataFrame, cols: list[str]) -> list[str]:
+    lines = ["| " + " | ".join(cols) + " |",
+             "|" + "|".join(markdown_align(c) for c in cols) + "|"]  # fmt: skip
+    lines += ["| " + " | ".join(str(row[c]) for c in cols) + " |" for _, row in part.iterrows()]
+    return [*lines, ""]
+
+
 def markdown_align(column: str) -> str:
-    return {"method": "---", WITHIN: ":---:"}.get(column, "---:")
+    return {"method": "---", WITHIN: ":---:", FORGOTTEN_IN: ":---:"}.get(column, "---:")
 
 
 def write_plots(table: pd.DataFrame, folder: Path) -> list[Path]:

@@ -16,6 +16,8 @@ MODEL_COLUMNS = (
     "avg_gap", "time_s", "speedup", "cost_units", "cost_ratio", "setup_s",
     "agree_forget", "js_forget", "kl_forget", "agree_test", "js_test", "kl_test",
     "weight_distance", "lira_member", "ulira_member",
+    # evaluation.representation: penultimate-layer probes and CKA to the retrained model
+    "probe_forget_acc", "probe_acc", "knn_forget_acc", "knn_acc", "cka_forget", "cka_test",
     # evaluation.reference=none: forget vs unseen data, and closeness to the original
     "unseen_acc", "forget_minus_unseen", "agree_orig_forget", "kl_orig_forget",
     "agree_orig_test", "kl_orig_test",

@@ -3,7 +3,9 @@
 `finetune`, `random_label`, `l1_sparse`, `salun` and `boundary_shrink` each supply
 `batch_loss(step) -> loss`; `step_loop` owns the optimizer and its cosine schedule, gradient
 clipping, the optional EWC penalty (`ewc_lambda`), an optional gradient mask (weights outside it
-stay bit-identical) and the divergence guard. `StepLoopOptions` declares the options they share.
+stay bit-identical), optional per-weight gradient scales (msg) and the divergence guard. The
+schedule is cosine annealing, or a linear warm-up then linear decay to 0 (msg).
+`StepLoopOptions` declares the options they share.
 """
 
 from __future__ import annotations
@@ -92,12 +94,18 @@ def step_loop(
     batch_loss: Callable[[int], torch.Tensor],
     description: str,
     mask: dict[str, torch.Tensor] | None = None,
+    grad_scale: dict[str, torch.Tensor] | None = None,
+    warmup_steps: int | None = None,
 ) -> nn.Module:
-    """Run `total_steps` optimizer steps on `batch_loss(step)`; record steps and divergence."""
+    """Run `total_steps` optimizer steps on `batch_loss(step)`; record steps and divergence.
+
+    `grad_scale`: parameter name -> a tensor multiplying its gradient before each step.
+    `warmup_steps`: None for the cosine schedule; else the lr rises linearly over that many
+    steps, then falls linearly to 0 at the last step."""
     optimizer = make_optimizer(
         model.parameters(), opts.optimizer, opts.lr, opts.weight_decay, opts.momentum
     )
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps))
+    schedule = lr_schedule(optimizer, total_steps, warmup_steps)
     ewc = EwcPenalty(model, split, ctx, opts) if opts.ewc_lambda else None
     frozen = None
     if mask is not None:  # copies of the weights that must not move
@@ -110,6 +118,8 @@ def step_loop(
                 loss = loss + ewc(model)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if grad_scale is not None:
+                scale_gradients(model, grad_scale)
             if opts.grad_clip:
                 nn.utils.clip_grad_norm_(model.parameters(), opts.grad_clip)
             optimizer.step()
@@ -125,6 +135,29 @@ def step_loop(
     if ewc is not None:
         ctx.metrics["ewc_lambda"] = ewc.strength
     return model.eval()
+
+
+def lr_schedule(
+    optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int | None
+) -> torch.optim.lr_scheduler.LRScheduler:
+    total = max(1, total_steps)
+    if warmup_steps is None:
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+    warm = min(max(0, warmup_steps), total - 1)
+
+    def factor(step: int) -> float:  # the lr of step `step` (0-based) over the base lr
+        if step < warm:
+            return (step + 1) / (warm + 1)
+        return max(0.0, (total - step) / (total - warm))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+@torch.no_grad()
+def scale_gradients(model: nn.Module, scale: dict[str, torch.Tensor]) -> None:
+    for name, p in model.named_parameters():
+        if p.grad is not None and name in scale:
+            p.grad.mul_(scale[name])
 
 
 @torch.no_grad()

@@ -1,0 +1,77 @@
+"""conv_transpose: Deep Unlearn's "kgltop5", "CT" (Cadet et al. 2024, arXiv 2410.01276), one of
+the two methods that large comparison ranks best. It needs no forget data.
+
+1. Swap the two spatial axes of every convolution kernel: W[o, i, h, w] <- W[o, i, w, h]. The
+   kernels keep their weight statistics (norms, spectra) but no longer detect what they were
+   trained to, so whatever only the forget set taught the network has to be re-learned, and is
+   not, since step 2 never shows it.
+2. Fine-tune on the retain set for `retain_epochs` passes (cosine-annealed learning rate).
+
+Non-square kernels cannot be transposed in place; a layer with one is left as it is (and
+counted in metrics.json). A model without conv layers is refused before any work.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from unlearn_cli.data.split import ForgetSplit
+from unlearn_cli.methods.base import METHODS, UnlearnContext
+from unlearn_cli.methods.common import retain_batches
+from unlearn_cli.methods.msg import conv_layers, require_conv_layers
+from unlearn_cli.methods.step_loop import StepLoopOptions, prepare, step_loop, steps_for
+from unlearn_cli.options import Auto, Count, Positive, by_targets, opt
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ConvTransposeOptions(StepLoopOptions):
+    retain_epochs: Count = opt(2, "passes over the retain set")
+    batch_size: Count = opt(128, "mini-batch size")
+    lr: Auto[Positive] = by_targets(0.02, 0.02, "learning rate (cosine-annealed to 0)")
+    freeze_norm: bool = opt(False, "keep the original model's batch-norm statistics")
+
+    def check_model(self, model: nn.Module) -> None:
+        require_conv_layers(model, "conv_transpose")
+
+
+@torch.no_grad()
+def transpose_kernels(model: nn.Module) -> tuple[int, int]:
+    """Swap the spatial axes of every square conv kernel; (transposed, skipped) layer counts."""
+    done = skipped = 0
+    for conv in conv_layers(model).values():
+        kh, kw = conv.weight.shape[-2:]
+        if kh != kw:
+            skipped += 1
+            continue
+        conv.weight.copy_(conv.weight.transpose(-1, -2).clone())
+        done += 1
+    return done, skipped
+
+
+@METHODS.register("conv_transpose")
+def conv_transpose(
+    model: nn.Module, split: ForgetSplit, ctx: UnlearnContext, opts: ConvTransposeOptions
+) -> nn.Module:
+    prepare(model, ctx, opts)
+    done, skipped = transpose_kernels(model)
+    if skipped:
+        log.warning("conv_transpose: %d conv layers with non-square kernels left as they are",
+                    skipped)  # fmt: skip
+    ctx.metrics.update(transposed_layers=done, skipped_layers=skipped)
+    retain = retain_batches(
+        split, ctx.device, opts.batch_size, torch.Generator().manual_seed(ctx.seed)
+    )
+
+    def loss(step: int) -> torch.Tensor:
+        x, y = next(retain)
+        return F.cross_entropy(model(x), y)
+
+    steps = steps_for(split, opts.retain_epochs, opts.batch_size, over="retain")
+    return step_loop(model, split, ctx, opts, steps, loss, "conv_transpose")
