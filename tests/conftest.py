@@ -18,7 +18,8 @@ import unlearn_cli.cli  # noqa: F401  (registers the forget_tag resolver used by
 
 # Tiny synthetic data and a narrow CNN: a whole experiment takes well under a second. The noise
 # floor's second retrain is off here (tests/test_trust.py runs it), and so are the run's plots
-# (seconds of matplotlib per run; tests/test_cli.py checks them).
+# (seconds of matplotlib per run; tests/test_cli.py checks them) and the representation probes
+# (scikit-learn fits per model; tests/test_representation.py runs them).
 TINY = [
     "dataset=synthetic",
     "model.width=8",
@@ -27,6 +28,7 @@ TINY = [
     "device=cpu",
     "evaluation.noise_floor=false",
     "evaluation.plots=false",
+    "evaluation.representation=false",
 ]
 
 

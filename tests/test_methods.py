@@ -300,3 +300,23 @@ def test_adversarial_lowers_the_discriminator_score(trained, make_cfg):
     assert m["forgotten_misclassified_pct"] >= 90
     assert len(m["examples_top3"]) == 5
     assert all(ex["top3"][0][0] != "class1" for ex in m["examples_top3"])
+
+
+def test_closed_form_head_hessian_equals_autograd():
+    """influence's last-layer solver uses the closed-form Hessian of softmax cross-entropy in a
+    linear head; it must be the torch.func Hessian of the same objective."""
+    from torch import nn
+    from torch.func import hessian
+
+    from unlearn_cli.methods.influence import FlatObjective, linear_head_hessian, linear_head_names
+
+    torch.manual_seed(0)
+    x, y = torch.randn(37, 5, dtype=torch.float64), torch.randint(0, 4, (37,))
+    for bias in (True, False):
+        head = nn.Linear(5, 4, bias=bias).double()
+        obj = FlatObjective(head)
+        assert linear_head_names(obj) is not None
+        theta = obj.flat() * 3.0  # away from the initialisation: a peaked softmax
+        expected = hessian(obj.loss)(theta, x, y)
+        assert torch.allclose(linear_head_hessian(obj, theta, x, y), expected, atol=1e-10)
+    assert linear_head_names(FlatObjective(nn.Sequential(nn.Linear(5, 4)))) is None

@@ -87,7 +87,7 @@ def test_conv_transpose_forgets_without_forget_data(trained, make_cfg):  # noqa:
 def test_conv_methods_refuse_a_model_without_conv_layers(make_cfg, method):
     cfg = make_cfg("dataset=synthetic", f"method={method}", "model=mlp")
     opts = method_options(cfg.method, "class")
-    with pytest.raises(UserError, match="convolution layers"):
+    with pytest.raises(UserError, match="trainable convolution layers"):
         opts.check_model(build_model(cfg.model, (1, 8, 8), 4, 0))
 
 

@@ -179,7 +179,8 @@ def test_figures_reach_metrics_json_the_run_table_and_the_report(run_cli, tmp_pa
 
     from .conftest import TINY
 
-    proc = run_cli("run", *TINY, "method=finetune", check=True)
+    on = [o for o in TINY if not o.startswith("evaluation.representation")]
+    proc = run_cli("run", *on, "method=finetune", check=True)
     assert "probe_forget_acc" in proc.stdout and "cka_forget" in proc.stdout
     (metrics,) = (tmp_path / "outputs" / "runs").glob("*/metrics.json")
     models = json.loads(metrics.read_text())["models"]
@@ -192,5 +193,5 @@ def test_figures_reach_metrics_json_the_run_table_and_the_report(run_cli, tmp_pa
     assert "inside the model" in report.stdout
     header = (tmp_path / "r.csv").read_text().splitlines()[0]
     assert "probe_forget_acc" in header and "cka_test" in header
-    off = run_cli("run", *TINY, "method=finetune", "evaluation.representation=false", check=True)
+    off = run_cli("run", *TINY, "method=finetune", check=True)
     assert "probe_forget_acc" not in off.stdout

@@ -8,7 +8,8 @@ the two methods that large comparison ranks best. It needs no forget data.
 2. Fine-tune on the retain set for `retain_epochs` passes (cosine-annealed learning rate).
 
 Non-square kernels cannot be transposed in place; a layer with one is left as it is (and
-counted in metrics.json). A model without conv layers is refused before any work.
+counted in metrics.json). A model without trainable conv layers (mlp, logistic, a frozen
+backbone) is refused before any work.
 """
 
 from __future__ import annotations

@@ -141,6 +141,48 @@ class FlatObjective:
                 params[name].copy_(value)
 
 
+def linear_head_names(obj: FlatObjective) -> list[str] | None:
+    """The flat layout of a plain nn.Linear's trainable parameters (weight, then bias), or None
+    when `obj` is anything else (its Hessian then comes from torch.func)."""
+    if type(obj.module) is not nn.Linear:
+        return None
+    names = ["weight", "bias"] if obj.module.bias is not None else ["weight"]
+    return names if obj.names == names else None
+
+
+def linear_head_hessian(
+    obj: FlatObjective, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor
+) -> torch.Tensor:
+    """The exact Hessian of mean CE(x W' + b, y) in (W, b), in closed form.
+
+    With p_i the softmax of sample i, A_i = diag(p_i) - p_i p_i' and f_i = (x_i, 1), the Hessian
+    is mean_i A_i (kron) f_i f_i' (it does not depend on y): block-diagonal terms F' diag(p_c) F
+    minus V'V with rows v_i = kron(p_i, f_i). Reordered to the flat layout: W row-major, then b.
+    """
+    params = obj.unflatten(theta)
+    logits = x @ params["weight"].T
+    if "bias" in params:
+        logits = logits + params["bias"]
+    p = F.softmax(logits, dim=1)
+    n, k = p.shape
+    f = torch.cat([x, torch.ones(n, 1, device=x.device, dtype=x.dtype)], dim=1)
+    m = f.shape[1]
+    diag = torch.einsum("ic,ia,ib->cab", p, f, f)  # (k, m, m): F' diag(p_c) F
+    v = (p[:, :, None] * f[:, None, :]).reshape(n, k * m)
+    h = -(v.T @ v)
+    blocks = h.view(k, m, k, m)
+    idx = torch.arange(k, device=x.device)
+    blocks[idx, :, idx, :] += diag
+    h = h / n
+    # (class, feature-or-bias) order -> W (class, feature) row-major, then b (class)
+    d = m - 1
+    order = torch.cat([(idx[:, None] * m + torch.arange(d, device=x.device)).reshape(-1),
+                       idx * m + d])  # fmt: skip
+    if "bias" not in params:
+        order = order[: k * d]
+    return h[order][:, order]
+
+
 def mean_over(batches: Batches, fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]):
     """Sample-weighted mean of a per-batch mean quantity over all batches."""
     total = sum(len(y) for _, y in batches)
@@ -209,7 +251,10 @@ def solve_newton(
                 "use method.solver=cg or last_layer"
             )
         with uncounted():
-            h = mean_over(h_batches, lambda x, y: hessian(obj.loss)(theta, x, y))
+            if linear_head_names(obj) is not None:  # the closed form: about 10x faster
+                h = mean_over(h_batches, lambda x, y: linear_head_hessian(obj, theta, x, y))
+            else:
+                h = mean_over(h_batches, lambda x, y: hessian(obj.loss)(theta, x, y))
         if full_network:
             add_grad(theta.numel() * n_h)
         h = h + reg * torch.eye(len(theta), device=theta.device, dtype=theta.dtype)

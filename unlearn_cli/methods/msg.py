@@ -11,7 +11,7 @@ one of the two methods that large comparison ranks best.
    over the first `warmup_fraction` of the steps, then falling linearly to 0.
 
 Weights outside the conv layers (batch norm, the head) are neither re-initialised nor scaled. A
-model without conv layers (mlp, logistic) is refused before any work.
+model without trainable conv layers (mlp, logistic, a frozen backbone) is refused before any work.
 """
 
 from __future__ import annotations
@@ -32,15 +32,17 @@ from unlearn_cli.options import Auto, Count, Positive, Share, by_targets, opt
 
 
 def conv_layers(model: nn.Module) -> dict[str, nn.Conv2d]:
-    """The model's 2-D convolutions by the name of their weight parameter."""
+    """The model's trainable 2-D convolutions by the name of their weight parameter (a frozen
+    backbone's are not ours to change)."""
     return {f"{name}.weight" if name else "weight": m for name, m in model.named_modules()
-            if isinstance(m, nn.Conv2d)}  # fmt: skip
+            if isinstance(m, nn.Conv2d) and m.weight.requires_grad}  # fmt: skip
 
 
 def require_conv_layers(model: nn.Module, method: str) -> None:
     if not conv_layers(model):
-        raise UserError(f"method={method} works on convolution layers and this model has none; "
-                        "use a conv net (model=cnn, resnet18, torchvision)")  # fmt: skip
+        raise UserError(f"method={method} works on trainable convolution layers and this model "
+                        "has none (no conv layers, or model.freeze_backbone); use a conv net "
+                        "(model=cnn, resnet18, torchvision) with a trainable backbone")  # fmt: skip
 
 
 @dataclass(frozen=True)
