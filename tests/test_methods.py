@@ -72,6 +72,7 @@ TINY_DATA_OVERRIDES = {
     "random_label": ["method.forget_epochs=5"],
     "msg": ["method.retain_epochs=10", "method.lr=0.05"],
     "conv_transpose": ["method.retain_epochs=10", "method.lr=0.05"],
+    "delete": ["method.forget_epochs=5", "method.lr=0.01"],
 }
 
 

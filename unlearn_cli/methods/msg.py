@@ -28,7 +28,7 @@ from unlearn_cli.errors import UserError
 from unlearn_cli.methods.base import METHODS, UnlearnContext
 from unlearn_cli.methods.common import retain_batches
 from unlearn_cli.methods.step_loop import StepLoopOptions, prepare, step_loop, steps_for
-from unlearn_cli.options import Auto, Count, Positive, Share, by_targets, opt
+from unlearn_cli.options import Count, Positive, Share, opt
 
 
 def conv_layers(model: nn.Module) -> dict[str, nn.Conv2d]:
@@ -49,9 +49,11 @@ def require_conv_layers(model: nn.Module, method: str) -> None:
 class MsgOptions(StepLoopOptions):
     reinit_fraction: Share = opt(0.3, "share of each conv layer's weights re-initialised (r)")
     kept_grad_scale: Share = opt(0.1, "multiplier of the kept weights' gradients")
-    retain_epochs: Count = opt(2, "passes over the retain set")
+    # Both scenarios: lr 0.1 for 4 epochs, the best of configs/sweep/tune_msg_{class,samples}.yaml
+    # (fewer epochs leave retain accuracy low: a third of every conv layer is fresh weights).
+    retain_epochs: Count = opt(4, "passes over the retain set")
     batch_size: Count = opt(128, "mini-batch size")
-    lr: Auto[Positive] = by_targets(0.02, 0.02, "peak learning rate")
+    lr: Positive = opt(0.1, "peak learning rate")
     warmup_fraction: Share = opt(0.1, "share of the steps the lr rises over (then linear decay)")
     gradient_batch_size: Count = opt(256, "batch size of the gradient accumulation (step 1)")
     freeze_norm: bool = opt(False, "keep the original model's batch-norm statistics")
