@@ -35,7 +35,6 @@ from unlearn_cli.validate import validate_config
 
 log = logging.getLogger(__name__)
 
-KLOM_VIEWS = ("forget", "retain", "validation")
 KLOM_RETAIN_SAMPLES = 1000  # a fixed subsample: KLoM's per-sample histograms cost N x samples
 FLOOR_ROW = "retrain (half vs half)"
 
