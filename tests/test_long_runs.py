@@ -146,7 +146,6 @@ def test_a_killed_run_resumes_its_original_and_ends_like_an_uninterrupted_one(
         stop_after_epoch(patch, 3)
         code, _, err = unlearn_here(*args)
     assert code == 130 and "rerun to resume" in err
-    time.sleep(1.1)  # run folders are named to the second: keep the interrupted one apart
     code, _, err = unlearn_here(*args)
     assert code == 0, err
     assert "original: resuming from epoch 3/6" in err
