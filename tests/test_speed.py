@@ -70,3 +70,35 @@ def test_threads_follow_the_available_cores(monkeypatch):
     assert resolve_threads("auto") == 1 and resolve_threads(4) == 4
     with pytest.raises(UserError, match="threads"):
         resolve_threads(0)
+
+
+WHERE_A_LARGE_BLOCK_GOES = """
+import ctypes, sys
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype = libc.sbrk.restype = ctypes.c_void_p
+libc.malloc.argtypes, libc.sbrk.argtypes = [ctypes.c_size_t], [ctypes.c_ssize_t]
+if sys.argv[1] == "keep":
+    from unlearn_cli.host_memory import keep_freed_memory
+    assert keep_freed_memory()
+block = libc.malloc(64 * 2**20)
+print("heap" if block < libc.sbrk(0) else "own mapping")
+"""
+
+
+def test_large_blocks_come_from_the_reusable_heap_once_thresholds_are_raised():
+    """A 64 MiB block (a large batch's activations): by default glibc gives it its own mapping,
+    unmapped on free, so the next pass faults all its pages in again; once keep_freed_memory()
+    has run it comes from the heap, where a freed block stays mapped for the next one."""
+    import platform
+    import subprocess
+    import sys
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("mallopt is glibc's")
+
+    def where(mode: str) -> str:
+        cmd = [sys.executable, "-c", WHERE_A_LARGE_BLOCK_GOES, mode]
+        return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip()
+
+    assert where("default") == "own mapping"
+    assert where("keep") == "heap"

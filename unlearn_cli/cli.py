@@ -24,6 +24,7 @@ from unlearn_cli import __version__
 from unlearn_cli.data import forget_tag
 from unlearn_cli.data.spec import forget_tag_of
 from unlearn_cli.errors import TrainingDiverged, UserError, first_line
+from unlearn_cli.host_memory import keep_freed_memory
 from unlearn_cli.record import RunRecord
 from unlearn_cli.registry import unknown_choice
 
@@ -461,6 +462,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unlearn-cli {__version__}")
         return 0
     command, rest = argv[0], argv[1:]
+    keep_freed_memory()  # before torch allocates: see unlearn_cli/host_memory.py
     # A log file on a full disk must not print "--- Logging error ---" tracebacks: the write that
     # matters fails with its own one-line error.
     logging.raiseExceptions = False

@@ -91,10 +91,14 @@ def attach_counter(model: nn.Module) -> nn.Module:
     return model
 
 
-def warm_up(model: nn.Module, x: torch.Tensor, device: torch.device, torch_func: bool) -> None:
+def warm_up(model: nn.Module, x: torch.Tensor, device: torch.device, torch_func: bool,
+            forward_batch: int = 1) -> None:  # fmt: skip
     """Pay one-time costs before a timer starts: lazy CUDA/cuDNN and BLAS initialisation for this
-    model and, for a method that uses it, torch.func's first call (it imports and sets up
-    torch._dynamo: about two seconds on a 2-core CPU)."""
+    model; for a method that uses it, torch.func's first call (it imports and sets up
+    torch._dynamo: about two seconds on a 2-core CPU); and one forward-only batch of
+    `forward_batch` samples, the size methods predict with, since a fresh process's first large
+    activations come from fresh pages (glibc raises its mmap threshold only after freeing one):
+    up to 20% of a 2-second method on the CPU, set-up rather than unlearning."""
     import copy
 
     probe = copy.deepcopy(model).to(device).eval()  # eval: batch norm must not update in place
@@ -109,6 +113,10 @@ def warm_up(model: nn.Module, x: torch.Tensor, device: torch.device, torch_func:
             vmap(grad(lambda v: (v * w).pow(2).sum()))(torch.ones(2, 3, device=device))
             jvp(lambda v: v.sin(), (w,), (w,))
             hessian(lambda v: v.pow(3).sum())(w)
+        if forward_batch > len(xb):
+            copies = -(-forward_batch // len(xb))
+            with torch.no_grad():
+                probe(xb.repeat(copies, *[1] * (xb.dim() - 1))[:forward_batch])
         probe.train()
         probe(xb).sum().backward()
     if device.type == "cuda":

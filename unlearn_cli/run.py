@@ -220,7 +220,7 @@ def build_models(
         model = copy.deepcopy(original_model).to(device)
         # One-time library and device set-up is not unlearning work: pay it before the timer.
         warm_up(model, data.x_train[torch.as_tensor(split.forget_idx[:2])], device,
-                typed.method.uses_torch_func())  # fmt: skip
+                typed.method.uses_torch_func(), typed.evaluation.batch_size)  # fmt: skip
         seed_everything(cfg.seed)
         with counting() as counted:
             start = time.perf_counter()
