@@ -24,6 +24,8 @@ install: $(STAMP)
 run: install
 	$(BIN)/unlearn run $(ARGS)
 
+# One pytest worker per core (tests/conftest.py gives each its share of the threads).
+PYTEST_ARGS ?= -n auto
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 

@@ -3,6 +3,7 @@ the run with one line naming its key, before any data is loaded or model trained
 
 from __future__ import annotations
 
+import os
 import time
 import typing
 from pathlib import Path
@@ -235,19 +236,24 @@ def toy_scale(model, split, ctx, opts: ToyScaleOptions):
 
 
 @pytest.fixture
-def toy_method():
-    """A new method added as its module and its YAML only (removed again afterwards)."""
-    import unlearn_cli.methods
+def toy_method(tmp_path):
+    """A copy of the package with a new method added as its module and its YAML only: the
+    subprocess imports the copy (PYTHONPATH), so the checkout itself is never edited and tests
+    running beside this one (pytest -n) never see the toy method."""
+    import shutil
 
-    module = Path(unlearn_cli.methods.__file__).with_name("toy_scale.py")
-    yaml = Path(__file__).resolve().parents[1] / "configs" / "method" / "toy_scale.yaml"
-    module.write_text(TOY_METHOD)
-    yaml.write_text("# a test fixture\nname: toy_scale\nfactor: 0.5\n")
-    try:
-        yield
-    finally:
-        module.unlink(missing_ok=True)
-        yaml.unlink(missing_ok=True)
+    repo = Path(__file__).resolve().parents[1]
+    package = tmp_path / "pkg" / "unlearn_cli"
+    skip = shutil.ignore_patterns("__pycache__", "configs")  # configs: copied from the repo's top
+    shutil.copytree(repo / "unlearn_cli", package, ignore=skip)
+    shutil.copytree(
+        repo / "configs", package / "configs", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    (package / "methods" / "toy_scale.py").write_text(TOY_METHOD)
+    (package / "configs" / "method" / "toy_scale.yaml").write_text(
+        "# a test fixture\nname: toy_scale\nfactor: 0.5\n"
+    )
+    return package.parent
 
 
 # One fresh process (the package discovers its methods at import) runs all the checks.
@@ -271,6 +277,7 @@ print(json.dumps({
                    "evaluation.plots=false"),
     "bad": unlearn("run", *tiny, "method=toy_scale", "method.factor=-1"),
     "bench": cli.registered_methods().split(","),
+    "file": cli.__file__,
 }))
 """
 
@@ -281,8 +288,12 @@ def test_a_new_method_is_its_module_and_yaml(toy_method, tmp_path):
     import subprocess
     import sys
 
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(toy_method), os.environ.get("PYTHONPATH", "")]),
+    }
     proc = subprocess.run([sys.executable, "-c", NEW_METHOD_CHECKS, *TINY], capture_output=True,
-                          text=True, cwd=tmp_path, timeout=300)  # fmt: skip
+                          text=True, cwd=tmp_path, timeout=300, env=env)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     seen = json.loads(proc.stdout.strip().splitlines()[-1])
     assert seen["help"]["code"] == 0 and "toy_scale" in seen["help"]["out"]
@@ -291,6 +302,7 @@ def test_a_new_method_is_its_module_and_yaml(toy_method, tmp_path):
     assert metrics["config"]["method"] == "toy_scale" and metrics["method_metrics"]["factor"] == 0.9
     assert seen["bad"]["code"] == 2 and "method.factor must be a number > 0" in seen["bad"]["err"]
     assert "toy_scale" in seen["bench"]
+    assert seen["file"].startswith(str(toy_method))  # the copy ran, not the checkout
 
 
 def test_readme_option_tables_are_current():
