@@ -76,9 +76,10 @@ def test_a_method_without_a_guard_that_returns_nan_is_caught(unlearn_here, tmp_p
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "kill"])
 def test_interrupted_run_is_recorded_and_a_rerun_resumes_from_the_cache(tmp_path, sig,
                                                                         unlearn_here):  # fmt: skip
-    # 20 epochs: the retrain runs for seconds, so the signal lands inside its training loop.
+    # 60 epochs: the retrain runs for seconds even on a fast machine (20 took 1.1 s once the
+    # allocator stopped page-faulting), so the signal lands inside its training loop.
     args = [unlearn_executable(), "run", "dataset=digits", "model.width=8",
-            "model.train.epochs=20", "device=cpu", "forget_class=3",
+            "model.train.epochs=60", "device=cpu", "forget_class=3",
             "evaluation.noise_floor=false"]  # fmt: skip
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL,
