@@ -96,9 +96,9 @@ def warm_up(model: nn.Module, x: torch.Tensor, device: torch.device, torch_func:
     """Pay one-time costs before a timer starts: lazy CUDA/cuDNN and BLAS initialisation for this
     model; for a method that uses it, torch.func's first call (it imports and sets up
     torch._dynamo: about two seconds on a 2-core CPU); and one forward-only batch of
-    `forward_batch` samples, the size methods predict with, since a fresh process's first large
-    activations come from fresh pages (glibc raises its mmap threshold only after freeing one):
-    up to 20% of a 2-second method on the CPU, set-up rather than unlearning."""
+    `forward_batch` samples, the size methods predict with, so that the heap has grown to hold
+    a large batch's activations before the timer (kept for reuse: unlearn_cli/host_memory.py)
+    and the method's first such batch does not page-fault fresh memory in."""
     import copy
 
     probe = copy.deepcopy(model).to(device).eval()  # eval: batch norm must not update in place
