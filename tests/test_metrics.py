@@ -12,6 +12,7 @@ from unlearn_cli.evaluation.metrics import (
     accuracy,
     add_costs,
     add_gaps,
+    fit_mia_attack,
     loss_auc,
     mia_efficacy,
     true_class_confidence,
@@ -49,6 +50,16 @@ def test_mia_efficacy_is_balanced_and_seeded():
     a = mia_efficacy(members, nonmembers, target, seed=1, max_per_side=10_000)
     assert a > 80
     assert a == mia_efficacy(members, nonmembers, target, seed=1, max_per_side=10_000)
+
+
+def test_mia_attack_acc_says_whether_the_attack_separates_anything():
+    _, separating = fit_mia_attack(MEMBER, NONMEMBER, seed=0, max_per_side=1000)
+    assert separating > 95
+    same = rng.uniform(0.4, 1.0, 2000)  # retain and test confidences drawn alike
+    _, chance = fit_mia_attack(same[:1000], same[1000:], seed=0, max_per_side=1000)
+    assert 45 < chance < 60
+    attack, acc = fit_mia_attack(MEMBER, np.empty(0), seed=0, max_per_side=1000)
+    assert attack is None and math.isnan(acc)
 
 
 def test_loss_auc():
