@@ -179,7 +179,10 @@ def test_floor_in_markdown_csv_plots_and_sweep_report(tmp_path):
                       model=unlearned(lr * 200), options={"lr": lr})  # fmt: skip
     table = table_of(tmp_path)
     md = report.to_markdown(table, "T", report.BENCH_PREAMBLE)
-    header = "| method | seeds | UA | RA | TA | MIA | mia_attack_acc | mia_auc | avg_gap | within_floor | time_s |"
+    header = (
+        "| method | seeds | UA | RA | TA | MIA | mia_attack_acc | mia_auc | avg_gap | within_floor "
+        "| time_s |"
+    )
     assert header in md and report.FLOOR_CAPTION in md
     floor_gap = PAIR_GAPS[0]
     assert f"| {report.FLOOR} | 2 | 100.00 ± 0.00 | 97.50 ± 0.71 |" in md
