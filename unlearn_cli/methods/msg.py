@@ -49,11 +49,11 @@ def require_conv_layers(model: nn.Module, method: str) -> None:
 class MsgOptions(StepLoopOptions):
     unsuited = {
         "samples": "on the memorising variant it is worse than doing nothing (benchmark report "
-        "seeds: avg_gap 9.35 vs the original's 8.46; 8.86 vs 8.92 on the tuning seeds, the best "
+        "seeds: avg_gap 8.59 vs the original's 8.50; 8.86 vs 8.92 on the tuning seeds, the best "
         "of configs/sweep/tune_msg_samples.yaml): re-initialising 30% of every conv layer and "
         "re-learning it from 1,800 retain images costs more retain and test accuracy than the "
         "few forgotten samples gain. On the full training set it does beat doing nothing "
-        "(1.89 vs 2.74)"
+        "(2.05 vs 2.72)"
     }
     reinit_fraction: Share = opt(0.3, "share of each conv layer's weights re-initialised (r)")
     kept_grad_scale: Share = opt(0.1, "multiplier of the kept weights' gradients")

@@ -49,8 +49,8 @@ from unlearn_cli.training import make_optimizer
 class ScrubOptions(Options):
     unsuited = {
         "samples": "its samples defaults beat doing nothing on the tuning seeds but not on the "
-        "benchmark's report seeds of the full variant (avg_gap 2.88 vs the original's 2.74; on "
-        "the memorising variant 7.46 vs 8.46): on a model that barely overfits, its max steps "
+        "benchmark's report seeds of the full variant (avg_gap 2.75 vs the original's 2.72; on "
+        "the memorising variant 7.80 vs 8.50): on a model that barely overfits, its max steps "
         "cost more retain accuracy than the forget set gains"
     }
     renamed = {"epochs": "rounds", "msteps": "max_rounds", "alpha": "kl_weight",
