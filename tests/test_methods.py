@@ -288,6 +288,38 @@ def test_influence_exact_refuses_huge_hessians(trained, make_cfg):
         unlearn(trained, make_cfg, "influence", "method.solver=exact", "method.max_exact_params=10")
 
 
+def test_influence_scale_search_spends_at_most_the_retain_budget(trained, make_cfg):
+    """scale=search takes the largest multiple of scale_step whose retain accuracy stays within
+    retain_drop points of the original's: the returned model is that step, and the next
+    multiple, applied as a fixed scale, costs more than the budget."""
+    _, _, original = trained
+    budget, every = 1.0, 2.0
+    model, split, ctx = unlearn(trained, make_cfg, "influence", "method.scale=search",
+                                f"method.retain_drop={budget}", "method.max_scale=400",
+                                f"method.scale_step={every}", forget_fraction=0.1)  # fmt: skip
+    found = ctx.metrics
+    before = acc(original, split.retain)
+    assert found["search_retain_acc_before"] == pytest.approx(before)
+    assert acc(model, split.retain) == pytest.approx(found["search_retain_acc_after"])
+    assert found["search_retain_acc_after"] >= before - budget
+    chosen = found["searched_scale"]
+    assert 0 < chosen < 400, "the retain budget, not max_scale, should have stopped the search"
+    same, _, _ = unlearn(trained, make_cfg, "influence", f"method.scale={chosen}",
+                         forget_fraction=0.1)  # fmt: skip
+    assert acc(same, split.retain) == pytest.approx(acc(model, split.retain))
+    past, _, _ = unlearn(trained, make_cfg, "influence", f"method.scale={chosen + every}",
+                         forget_fraction=0.1)  # fmt: skip
+    assert acc(past, split.retain) < before - budget
+
+
+def test_influence_scale_search_is_refused_for_a_class(make_cfg):
+    from unlearn_cli.errors import UserError
+    from unlearn_cli.validate import validate_config
+
+    with pytest.raises(UserError, match="scale=search"):
+        validate_config(make_cfg(*METHOD_DATA, "method=influence", "method.scale=search"))
+
+
 # adversarial -------------------------------------------------------------------------------------
 
 

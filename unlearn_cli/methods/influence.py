@@ -3,6 +3,9 @@
     theta' = theta - scale * (H_r + damping I)^-1 grad L_r(theta)   (repeated newton_steps times)
 
 `scale` defaults to 1 for class forgetting and 7 for samples (`auto`; see `by_targets`).
+`scale: search` (samples only) takes instead the largest multiple of `scale_step` whose retain
+accuracy stays within `retain_drop` points of the original's: for an original that memorised its
+training set one fixed multiplier is far from right on every seed (see `searched_scale`).
 
 L_r is the mean cross-entropy over the retain set plus (l2/2)||theta||^2 and H_r its Hessian. At an
 optimum of the full objective this equals theta + H_r^-1 (1/(n-|F|)) sum_{z in F} grad loss(z): the
@@ -75,9 +78,19 @@ class InfluenceOptions(Options):
         0.0005, "for a class, the objective's L2 is at least this when l2 is null"
     )
     damping: NonNegative = opt(0.001, "added to the Hessian's diagonal")
-    scale: Auto[Positive] = by_targets(
-        1.0, 7.0, "step multiplier (one step underestimates the removal of scattered samples)"
+    scale: Auto[Positive | Literal["search"]] = by_targets(
+        1.0,
+        7.0,
+        "step multiplier (one step underestimates the removal of scattered samples); "
+        "search: the largest that costs at most retain_drop points of retain accuracy",
     )
+    # Chosen on the tuning seeds of the memorising variant (configs/sweep/
+    # tune_influence_search.yaml), where it beats the fixed 7; see there why it is not the default.
+    retain_drop: NonNegative = opt(
+        2.0, "with scale=search: the retain-accuracy points (of 100) the step may cost"
+    )
+    max_scale: Positive = opt(30.0, "with scale=search: the largest multiplier tried")
+    scale_step: Positive = opt(0.5, "with scale=search: the multipliers tried are its multiples")
     hessian_samples: Count | None = opt(2000, "retain samples for the Hessian; null = all")
     batch_size: Count = opt(512, "samples per gradient/Hessian batch")
     max_exact_params: Count = opt(20000, "refuse a dense Hessian above this many parameters")
@@ -90,6 +103,16 @@ class InfluenceOptions(Options):
 
     def uses_torch_func(self) -> bool:
         return True
+
+    def for_targets(self, targets: str):
+        resolved = super().for_targets(targets)
+        if resolved.scale == "search" and (
+            resolved.gradient == "retain" or (resolved.gradient == "auto" and targets == "class")
+        ):
+            raise UserError("method.scale=search scales the one-step removal of samples "
+                            "(gradient=forget); a class iterates Newton (gradient=retain): "
+                            "give method.scale a number")  # fmt: skip
+        return resolved
 
     def check_model(self, model: nn.Module) -> None:
         if self.solver == "cg":
@@ -130,9 +153,11 @@ class FlatObjective:
             start += size
         return out
 
+    def logits(self, flat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return functional_call(self.module, {**self.fixed, **self.unflatten(flat)}, (x,))
+
     def loss(self, flat: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        logits = functional_call(self.module, {**self.fixed, **self.unflatten(flat)}, (x,))
-        return F.cross_entropy(logits, y)
+        return F.cross_entropy(self.logits(flat, x), y)
 
     def assign(self, flat: torch.Tensor) -> None:
         params = dict(self.module.named_parameters())
@@ -287,12 +312,50 @@ def resolve_gradient(opts, split: ForgetSplit, linear: bool = False) -> str:
     return opts.gradient
 
 
-def step_scale(opts, split: ForgetSplit, linear: bool = False) -> float:
-    """The step's multiplier; in a deep net one step underestimates the removal of scattered
-    samples. A convex model's quadratic model is accurate: no scaling."""
+def step_scale(opts, split: ForgetSplit, linear: bool = False) -> float | str:
+    """The step's multiplier (or "search"); in a deep net one step underestimates the removal of
+    scattered samples. A convex model's quadratic model is accurate: no scaling."""
     if linear and opts.gradient == "auto":
         return 1.0
-    return float(opts.scale)
+    return opts.scale if opts.scale == "search" else float(opts.scale)
+
+
+def retain_accuracy(obj: FlatObjective, theta: torch.Tensor, retain: Batches,
+                    full_network: bool) -> float:  # fmt: skip
+    """Accuracy (%) of the parameters `theta` on the retain batches; a forward pass of the whole
+    network is counted (head-only work, on frozen features, is not: see cost.py)."""
+    n = sum(len(y) for _, y in retain)
+    if full_network:
+        add_forward(n)
+    with torch.no_grad(), uncounted():
+        correct = sum(int((obj.logits(theta, x).argmax(1) == y).sum()) for x, y in retain)
+    return 100.0 * correct / n
+
+
+def searched_scale(obj: FlatObjective, theta: torch.Tensor, step: torch.Tensor, retain: Batches,
+                   opts, full_network: bool) -> tuple[float, dict]:  # fmt: skip
+    """scale=search: the largest multiple of scale_step (up to max_scale) before which the
+    retain accuracy never fell more than retain_drop points below the original's.
+
+    A step that removes samples a model memorised also lowers its confidence on what it keeps;
+    retraining keeps the retain accuracy, so what the step may cost there bounds how far it may
+    go. Only training data is looked at (never the test set). Scanned upward: the first
+    multiplier past the budget stops the search."""
+    start = retain_accuracy(obj, theta, retain, full_network)
+    chosen, kept = 0.0, start
+    tries = int(math.floor(opts.max_scale / opts.scale_step + 1e-9))
+    for i in range(1, tries + 1):
+        s = i * opts.scale_step
+        acc = retain_accuracy(obj, theta - s * step, retain, full_network)
+        if acc < start - opts.retain_drop:
+            break
+        chosen, kept = s, acc
+    if chosen == 0.0:
+        log.warning("influence scale=search: even scale %g costs more than %g points of "
+                    "retain accuracy; the model is left as it was",
+                    opts.scale_step, opts.retain_drop)  # fmt: skip
+    return chosen, {"searched_scale": chosen, "search_retain_acc_before": start,
+                    "search_retain_acc_after": kept}  # fmt: skip
 
 
 def solver_inputs(model: nn.Module, split: ForgetSplit, rows, device: torch.device,
@@ -378,7 +441,11 @@ def influence(
             )
             g = -(k / (n - k)) * (g_forget + l2 * theta)
             step, info = solve_newton(obj, theta, g, h_batches, opts, reg, not last_layer)
-            new_theta = theta - step_scale(opts, split, linear) * step
+            scale = step_scale(opts, split, linear)
+            if scale == "search":
+                scale, found = searched_scale(obj, theta, step, retain, opts, not last_layer)
+                info.update(found)
+            new_theta = theta - scale * step
         else:
             new_theta = theta
             for _ in range(opts.newton_steps):
@@ -411,5 +478,9 @@ def influence(
         theta.numel(),
         info["step_norm"],
     )
+    if "searched_scale" in info:
+        log.info("influence scale=search: scale %g, retain accuracy %.2f -> %.2f",
+                 info["searched_scale"], info["search_retain_acc_before"],
+                 info["search_retain_acc_after"])  # fmt: skip
     ctx.metrics.update(info)
     return model.eval()
