@@ -229,6 +229,24 @@ def test_reversed_sign_influence_fails_the_same_check(convex):
         assert (distance <= 0.10) is should_pass
 
 
+def test_influence_says_a_linear_model_ignores_scale(convex, make_cfg, caplog):
+    """gradient=auto on a convex model iterates Newton to the retain optimum: any scale gives
+    the same weights, and the log says the option is not used rather than silently dropping it."""
+    mcfg, split, original, _ = convex
+    split = as_float64(split)
+    weights = []
+    for scale in (1, 3):
+        cfg = make_cfg("method=influence", "method.solver=exact", f"method.l2={L2}",
+                       f"method.scale={scale}", "method.newton_steps=1")  # fmt: skip
+        ctx = UnlearnContext(mcfg.train, CPU, 0, lambda: None)
+        with caplog.at_level("INFO", logger="unlearn_cli.methods.influence"):
+            model = run_method("influence", copy.deepcopy(original), split, ctx,
+                               method_options(cfg.method))  # fmt: skip
+        weights.append(flat(model))
+    assert torch.equal(weights[0], weights[1])
+    assert "method.scale=3" in caplog.text and "is not used" in caplog.text
+
+
 def test_influence_noise_reports_certified_epsilon(convex, make_cfg):
     mcfg, split, original, _ = convex
     cfg = make_cfg(
