@@ -247,6 +247,21 @@ def test_influence_says_a_linear_model_ignores_scale(convex, make_cfg, caplog):
     assert "method.scale=3" in caplog.text and "is not used" in caplog.text
 
 
+def test_influence_class_l2_is_raised_on_a_deep_head_only(trained, convex, make_cfg):
+    """For a class (l2 null) a deep net's head gets at least class_head_l2_floor (a head solved
+    on frozen features otherwise out-fits a retrained model); a linear model keeps its training
+    L2, whose retain optimum is the exact retrain."""
+    _, _, ctx = unlearn(trained, make_cfg, "influence")
+    assert ctx.metrics["l2"] == pytest.approx(0.008)
+    mcfg, split, original, _ = convex
+    by_class = make_split(split.data, None, None, "class1", seed=0)
+    ctx = UnlearnContext(mcfg.train, CPU, 0, lambda: None)
+    cfg = make_cfg("method=influence", "method.newton_steps=1")
+    run_method("influence", copy.deepcopy(original), as_float64(by_class), ctx,
+               method_options(cfg.method))  # fmt: skip
+    assert ctx.metrics["l2"] == pytest.approx(float(mcfg.train.weight_decay))
+
+
 def test_influence_noise_reports_certified_epsilon(convex, make_cfg):
     mcfg, split, original, _ = convex
     cfg = make_cfg(
