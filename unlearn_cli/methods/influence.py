@@ -440,8 +440,11 @@ def influence(
     model.to(device)
     with eval_mode(model), torch.enable_grad():
         if linear and opts.gradient == "auto":
-            log.info("influence: the model is linear (convex), so gradient=auto iterates Newton "
-                     "to the retain optimum unscaled; method.scale=%s is not used", opts.scale)
+            log.info(
+                "influence: the model is linear (convex), so gradient=auto iterates Newton "
+                "to the retain optimum unscaled; method.scale=%s is not used",
+                opts.scale,
+            )
         target: nn.Module = model.head if last_layer else model
         x, y = solver_inputs(model, split, split.retain_idx, device, last_layer,
                              ctx.predict_batch_size)  # fmt: skip
