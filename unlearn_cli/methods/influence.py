@@ -291,7 +291,10 @@ def solve_newton(
         if full_network:
             add_grad(theta.numel() * n_h)
         h = h + reg * torch.eye(len(theta), device=theta.device, dtype=theta.dtype)
-        return torch.linalg.solve(h, g), {}
+        # In float64: a float32 LU of a Hessian that is mostly the regulariser (a head on
+        # near-zero features) runs into denormals and took 28 s instead of 0.3 s for 4,100
+        # parameters on the CPU; float64 has neither that nor float32's rounding.
+        return torch.linalg.solve(h.double(), g.double()).to(g.dtype), {}
 
     def hvp(v: torch.Tensor) -> torch.Tensor:
         def one(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
