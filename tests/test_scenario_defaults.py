@@ -7,12 +7,19 @@ import dataclasses
 import logging
 
 import pytest
+import torch
+import torch.nn.functional as F
 
 from unlearn_cli.data import load_dataset
 from unlearn_cli.data.spec import split_from_config
 from unlearn_cli.methods import METHODS, UnlearnContext, options_type, run_method
-from unlearn_cli.methods.base import log_method_defaults
-from unlearn_cli.options import TARGETS, accepts, hints_of, targets_defaults
+from unlearn_cli.methods.base import (
+    MEMORISED_GAP,
+    log_method_defaults,
+    memorised_options,
+    note_memorised_original,
+)
+from unlearn_cli.options import TARGETS, accepts, hints_of, memorised_defaults, targets_defaults
 from unlearn_cli.validate import validate_config
 
 from .conftest import TINY
@@ -92,3 +99,91 @@ def test_the_log_names_the_chosen_defaults_and_warns_when_unsuited(make_cfg, cap
     with caplog.at_level(logging.INFO):
         log_method_defaults({**cfg.method, "scale": 2.0}, explicit, "class")
     assert "defaults for forgetting" not in caplog.text and "not suited" not in caplog.text
+
+
+class Memoriser(torch.nn.Module):
+    """Knows the label of every training image by heart and answers class 0 for any other:
+    100% training accuracy, chance on the validation split."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, num_classes: int) -> None:
+        super().__init__()
+        self.keys = {
+            tuple(row.flatten().tolist()): int(label) for row, label in zip(x, y, strict=True)
+        }
+        self.num_classes = num_classes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        labels = [self.keys.get(tuple(row.flatten().tolist()), 0) for row in x]
+        return F.one_hot(torch.tensor(labels), self.num_classes).float()
+
+
+def test_a_memorising_original_is_detected_and_its_unsuited_methods_warn(
+    make_cfg, caplog, monkeypatch
+):
+    cfg = make_cfg(*TINY, "method=finetune", "forget_fraction=0.1")
+    split = split_from_config(load_dataset(cfg.dataset, cfg.cache_dir), cfg)
+    data, opts = split.data, validate_config(cfg).method
+    rows = torch.as_tensor(split.trainable_idx)
+    memoriser = Memoriser(data.x_train[rows], data.y_train[rows], data.num_classes)
+    monkeypatch.setattr(type(opts), "unsuited_memorising", "it only fine-tunes on retain data")
+    with caplog.at_level(logging.WARNING):
+        seen = note_memorised_original("finetune", opts, memoriser, split, "cpu", 64)
+    assert seen["original_memorises"] and seen["original_train_acc"] == 100.0
+    assert seen["original_validation_acc"] < 100.0 - MEMORISED_GAP
+    assert "finetune's samples defaults do not forget on such a model: it only fine-tunes" in (
+        caplog.text
+    )
+    caplog.clear()
+    # A model that fits its training data no better than held-out data is not memorising.
+    constant = torch.nn.Linear(data.x_train[0].numel(), data.num_classes)
+    flat = torch.nn.Sequential(torch.nn.Flatten(), constant)
+    with caplog.at_level(logging.WARNING):
+        seen = note_memorised_original("finetune", opts, flat, split, "cpu", 64)
+    assert not seen["original_memorises"] and "memorises" not in caplog.text
+    # Class forgetting: the samples note does not apply.
+    cls = make_cfg(*TINY, "method=finetune", "forget_class=1")
+    class_split = split_from_config(load_dataset(cls.dataset, cls.cache_dir), cls)
+    assert note_memorised_original("finetune", opts, memoriser, class_split, "cpu", 64) == {}
+
+
+def test_a_memorising_original_takes_the_memorised_defaults_where_auto(make_cfg, caplog):
+    schema = options_type("influence")
+    assert memorised_defaults(schema) == {"scale": "search"}
+    assert schema().for_targets("samples", memorised=True).scale == "search"
+    assert schema().for_targets("samples").scale == targets_defaults(schema)["scale"]["samples"]
+    assert schema().for_targets("class", memorised=True).scale == 1.0  # samples only
+    cfg = make_cfg(*TINY, "method=influence", "forget_fraction=0.1")
+    opts = validate_config(cfg).method
+    with caplog.at_level(logging.INFO):
+        resolved = memorised_options(cfg.method, opts)
+    assert resolved.scale == "search" and resolved.gradient == opts.gradient
+    assert "from an original that memorises: scale=search" in caplog.text
+    explicit = make_cfg(*TINY, "method=influence", "method.scale=3.0", "forget_fraction=0.1")
+    opts = validate_config(explicit).method
+    assert memorised_options(explicit.method, opts) is opts  # an explicit value wins
+
+
+def test_the_memorising_run_records_the_options_it_ran_with(make_cfg, tmp_path, monkeypatch):
+    """metrics.json's method options (what `unlearn report` keys rows by) are the ones the
+    method ran with, not the samples defaults it was validated with."""
+    from unlearn_cli import run as run_module
+
+    monkeypatch.setattr(run_module, "note_memorised_original",
+                        lambda *a, **k: {"original_memorises": True})  # fmt: skip
+    cfg = make_cfg(*TINY, "method=influence", "forget_fraction=0.1", "evaluation.plots=false")
+    record = run_module.run_experiment(cfg, tmp_path / "run")
+    assert record["config"]["method_options"]["scale"] == "search"
+    assert "searched_scale" in record["method_metrics"]
+
+
+MEMORISED = [(m, k) for m in METHODS.names() for k in memorised_defaults(options_type(m))]
+
+
+@pytest.mark.parametrize(("method", "key"), MEMORISED, ids=lambda v: str(v))
+def test_memorised_defaults_are_valid_values(method, key):
+    schema = options_type(method)
+    value = memorised_defaults(schema)[key]
+    assert accepts(hints_of(schema)[key], value, "method", key)[0]
+    resolved = schema().for_targets("samples", memorised=True)
+    assert getattr(resolved, key) == value
+    resolved.check("method")

@@ -39,6 +39,8 @@ def schema_table(schema: type, prefix: str) -> list[str]:
             default += (
                 f": class `{value_text(per['class'])}`, samples `{value_text(per['samples'])}`"
             )
+            if "memorised" in f.metadata:
+                default += f" (`{value_text(f.metadata['memorised'])}` from a memorising original)"
         lines.append(f"| `{prefix}{f.name}` | {allowed} | {default} | {meaning} |")
     return lines
 
@@ -59,6 +61,12 @@ def options_markdown() -> str:
         parts += schema_table(schema, "method.")
         for targets, reason in schema.unsuited.items():
             parts += ["", f"**Not suited to forgetting {WHAT[targets]}**: {reason}."]
+        if schema.unsuited_memorising:
+            parts += [
+                "",
+                "**Does not forget samples from an original that memorises its "
+                f"training data** (the run's log warns): {schema.unsuited_memorising}.",
+            ]
         renamed = getattr(schema, "renamed", {})
         if renamed:
             moves = ", ".join(f"`{old}` -> `{new}`" for old, new in renamed.items())

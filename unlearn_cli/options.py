@@ -82,15 +82,24 @@ def opt(default: Any, help: str = "") -> Any:  # noqa: A002 - the natural name f
     return dataclasses.field(default=default, metadata={"help": help})
 
 
-def by_targets(classes: Any, samples: Any, help: str = "") -> Any:  # noqa: A002
+def by_targets(classes: Any, samples: Any, help: str = "", memorised: Any = None) -> Any:  # noqa: A002
     """A field (typed `Auto[...]`) whose default depends on what is forgotten: `classes` when a
     run forgets whole classes, `samples` when it forgets samples (a random share or a forget
     list). The YAML says `auto`; an explicit value applies to both. The two values were chosen
-    by the tuning sweeps of docs/benchmark.md (configs/sweep/tune_<method>_<class|samples>.yaml)."""
-    return dataclasses.field(
-        default="auto",
-        metadata={"help": help, "by_targets": {"class": classes, "samples": samples}},
-    )
+    by the tuning sweeps of docs/benchmark.md (configs/sweep/tune_<method>_<class|samples>.yaml).
+
+    `memorised`, when given, replaces `samples` once the run finds that the original memorises
+    its training data (unlearn_cli.methods.base.note_memorised_original): the benchmark's
+    memorising variant, where the tuning seeds chose another value."""
+    metadata = {"help": help, "by_targets": {"class": classes, "samples": samples}}
+    if memorised is not None:
+        metadata["memorised"] = memorised
+    return dataclasses.field(default="auto", metadata=metadata)
+
+
+def memorised_defaults(schema: type) -> dict[str, Any]:
+    """{field: value} for the `by_targets` fields with a default for memorising originals."""
+    return {f.name: f.metadata["memorised"] for f in fields_of(schema) if "memorised" in f.metadata}
 
 
 def targets_defaults(schema: type) -> dict[str, dict[str, Any]]:
@@ -109,12 +118,18 @@ class Options:
     # seeds of docs/benchmark.md no setting of its grid beat doing nothing. Runs say so in
     # their log.
     unsuited: ClassVar[dict[str, str]] = {}
+    # Why the samples defaults do not forget on an original that memorises its training data
+    # (the benchmark's memorising variant, configs/sweep/memorise_samples.yaml); such runs say
+    # so in their log (unlearn_cli.methods.base.note_memorised_original).
+    unsuited_memorising: ClassVar[str] = ""
 
-    def for_targets(self, targets: str):
+    def for_targets(self, targets: str, memorised: bool = False):
         """These options with every `auto` of a `by_targets` field replaced by its default for
-        `targets`; explicit values are kept."""
+        `targets` (for samples forgotten from a `memorised` original, its memorising default
+        where it has one); explicit values are kept."""
+        special = memorised_defaults(type(self)) if memorised and targets == "samples" else {}
         changes = {
-            name: values[targets]
+            name: special.get(name, values[targets])
             for name, values in targets_defaults(type(self)).items()
             if getattr(self, name) == "auto"
         }
@@ -164,11 +179,13 @@ def parse(
     where: str,
     skip=("name",),
     targets: str | None = None,
+    memorised: bool = False,
 ):
     """The schema instance for a config node; one UserError line for the first bad key.
 
     With `targets` ("class" | "samples"), `auto` values of `by_targets` fields become that
-    scenario's defaults before the cross-field `check()`."""
+    scenario's defaults (see `Options.for_targets` for `memorised`) before the cross-field
+    `check()`."""
     values = {k: plain(v) for k, v in (plain(node) or {}).items()}
     for key in skip:
         values.pop(key, None)
@@ -183,7 +200,7 @@ def parse(
             parsed[f.name] = coerce(hints[f.name], values[f.name], where, f.name)
     instance = schema(**parsed)
     if targets is not None:
-        instance = instance.for_targets(targets)
+        instance = instance.for_targets(targets, memorised)
     if not instance.has_auto():  # else run_method checks them once the split has resolved it
         instance.check(where)
     return instance

@@ -156,6 +156,12 @@ class RunRecord:
         self.data.update(fields)
         self.write()
 
+    def set_method(self, cfg: DictConfig, method: Any) -> None:
+        """Record the options the method ran with, once the run has resolved them anew."""
+        options = method_options(cfg, method)
+        self.data["config"].update(method_options=options, method_hash=short_hash(options))
+        self.write()
+
     def finish(self, status: str, **fields: Any) -> None:
         self.update(status=status, finished_at=now(), **fields)
 

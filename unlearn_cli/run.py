@@ -28,7 +28,13 @@ from unlearn_cli.evaluation.lira import add_lira, add_ulira
 from unlearn_cli.evaluation.plots import confidence_histograms, per_class_accuracy_plot
 from unlearn_cli.evaluation.tables import metrics_by_model_table, models_frame, write_csv
 from unlearn_cli.inference import predict_logits
-from unlearn_cli.methods import UnlearnContext, log_method_defaults, run_method
+from unlearn_cli.methods import (
+    UnlearnContext,
+    log_method_defaults,
+    memorised_options,
+    note_memorised_original,
+    run_method,
+)
 from unlearn_cli.methods.common import is_finite_model
 from unlearn_cli.models import build_model, save_checkpoint
 from unlearn_cli.models.state_files import load_original
@@ -82,6 +88,9 @@ def run_experiment(cfg: DictConfig, run_dir: Path | str) -> dict:
     log_method_defaults(cfg.method, typed.method, split.targets)
     try:
         models, seconds, method_metrics, counts = build_models(cfg, split, device, typed, given)
+        ran_with = method_metrics.pop("ran_with", typed.method)
+        if ran_with is not typed.method:  # memorising-original defaults replaced the samples ones
+            record.set_method(cfg, ran_with)
         rows, details, confidences = evaluate_models(
             models, seconds, split, device, typed.evaluation, cfg.seed, counts
         )
@@ -91,7 +100,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path | str) -> dict:
             add_lira(rows, models, split, cfg, device)
         if cfg.evaluation.name == "ulira":
             method_metrics.update(add_ulira(rows, models, split, cfg, device, cfg.method.name,
-                                            typed.method, typed.model.train))  # fmt: skip
+                                            ran_with, typed.model.train))  # fmt: skip
         if cfg.evaluation.plots:
             write_plots(run_dir / "plots", details, confidences, split, cfg.method.name)
         write_outputs(run_dir, models["unlearned"], rows, cfg, split)
@@ -212,19 +221,27 @@ def build_models(
         unlearned, seconds, cost, ctx = (reference.model, reference.train_seconds,
                                          reference.cost, context())  # fmt: skip
     else:
+        model = copy.deepcopy(original_model).to(device)
+        memorising = note_memorised_original(cfg.method.name, typed.method, model, split, device,
+                                             typed.evaluation.batch_size)  # fmt: skip
+        opts = typed.method
+        if memorising.get("original_memorises"):
+            opts = memorised_options(cfg.method, opts)
         # The method's own training loops (SISA's shards) resume from here after a kill.
         method_key = {**base_key, "forget": split.fingerprint(), "original": given and given.sha256,
-                      "method": method_options(cfg, typed.method)}  # fmt: skip
+                      "method": method_options(cfg, opts)}  # fmt: skip
         staging = cache.staging_dir(f"method-{cfg.method.name}-{cache_key(method_key)}")
         ctx = context(staging=staging)
-        model = copy.deepcopy(original_model).to(device)
+        ctx.metrics.update(memorising)
+        if opts is not typed.method:  # metrics.json records the options the method ran with
+            ctx.metrics["ran_with"] = opts
         # One-time library and device set-up is not unlearning work: pay it before the timer.
         warm_up(model, data.x_train[torch.as_tensor(split.forget_idx[:2])], device,
-                typed.method.uses_torch_func(), typed.evaluation.batch_size)  # fmt: skip
+                opts.uses_torch_func(), typed.evaluation.batch_size)  # fmt: skip
         seed_everything(cfg.seed)
         with counting() as counted:
             start = time.perf_counter()
-            unlearned = run_method(cfg.method.name, model, split, ctx, typed.method)
+            unlearned = run_method(cfg.method.name, model, split, ctx, opts)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             seconds = time.perf_counter() - start - ctx.untimed_seconds

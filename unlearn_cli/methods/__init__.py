@@ -12,7 +12,9 @@ from unlearn_cli.methods.base import (
     UnlearnContext,
     UnlearnMethod,
     log_method_defaults,
+    memorised_options,
     method_options,
+    note_memorised_original,
     options_type,
     run_method,
 )
@@ -25,7 +27,9 @@ __all__ = [
     "UnlearnContext",
     "UnlearnMethod",
     "log_method_defaults",
+    "memorised_options",
     "method_options",
+    "note_memorised_original",
     "options_type",
     "run_method",
 ]

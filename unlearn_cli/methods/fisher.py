@@ -32,6 +32,11 @@ class FisherOptions(Options):
         "the noise that hides the class on one seed leaves it on another "
         "(configs/sweep/tune_fisher_class.yaml)"
     }
+    unsuited_memorising = (
+        "its samples noise leaves UA 1.2 (retrain 10.3) on the tuning seeds, avg_gap 9.23 vs doing "
+        "nothing's 9.29, and 8x that noise (2e-6) scrambles the model (UA 39, TA 55.5, avg_gap "
+        "27.7; configs/sweep/memorise_samples.yaml)"
+    )
     # Samples: a quarter of the class noise (more scrambles what the retained data need).
     noise_scale: Auto[Positive] = by_targets(
         0.000001, 0.00000025, "noise variance = noise_scale / F (the paper's alpha)"

@@ -2,8 +2,9 @@
 
     theta' = theta - scale * (H_r + damping I)^-1 grad L_r(theta)   (repeated newton_steps times)
 
-`scale` defaults to 1 for class forgetting and 7 for samples (`auto`; see `by_targets`).
-`scale: search` (samples only) takes instead the largest multiple of `scale_step` whose retain
+`scale` defaults to 1 for class forgetting and 7 for samples (`auto`; see `by_targets`), and to
+`search` for samples when the original memorises its training data. `scale: search` (samples
+only) takes instead the largest multiple of `scale_step` whose retain
 accuracy stays within `retain_drop` points of the original's: for an original that memorised its
 training set one fixed multiplier is far from right on every seed (see `searched_scale`).
 
@@ -86,14 +87,16 @@ class InfluenceOptions(Options):
         0.008, "for a class on a deep net's last layer (l2 null), the L2 is at least this"
     )
     damping: NonNegative = opt(0.001, "added to the Hessian's diagonal")
+    # Samples from an original that memorises its training data: `search` (on the memorising
+    # variant's tuning seeds it beats the fixed 7, which wins on the full one; configs/sweep/
+    # tune_influence_search.yaml).
     scale: Auto[Positive | Literal["search"]] = by_targets(
         1.0,
         7.0,
         "step multiplier (one step underestimates the removal of scattered samples); "
         "search: the largest that costs at most retain_drop points of retain accuracy",
+        memorised="search",
     )
-    # Chosen on the tuning seeds of the memorising variant (configs/sweep/
-    # tune_influence_search.yaml), where it beats the fixed 7; see there why it is not the default.
     retain_drop: NonNegative = opt(
         2.0, "with scale=search: the retain-accuracy points (of 100) the step may cost"
     )
@@ -112,8 +115,8 @@ class InfluenceOptions(Options):
     def uses_torch_func(self) -> bool:
         return True
 
-    def for_targets(self, targets: str):
-        resolved = super().for_targets(targets)
+    def for_targets(self, targets: str, memorised: bool = False):
+        resolved = super().for_targets(targets, memorised)
         if resolved.scale == "search" and (
             resolved.gradient == "retain" or (resolved.gradient == "auto" and targets == "class")
         ):

@@ -23,6 +23,11 @@ from unlearn_cli.options import Auto, Count, NonNegative, Positive, by_targets, 
 @dataclass(frozen=True)
 class RandomLabelOptions(StepLoopOptions):
     renamed = {"epochs": "forget_epochs"}
+    unsuited_memorising = (
+        "its one gentle pass leaves UA 0 (retrain 10.3) on the tuning seeds; ten passes reach "
+        "UA 6.5 but cost 8 points of test accuracy (TA 83.3 vs 91.8), avg_gap 7.77 vs doing "
+        "nothing's 9.29 (configs/sweep/memorise_samples.yaml)"
+    )
     # Samples: one gentle pass; more relabels far more than retraining forgets (tune_*_samples).
     forget_epochs: Auto[Count] = by_targets(3, 1, "passes over the forget set")
     lr: Auto[Positive] = by_targets(0.002, 0.0005, "learning rate (cosine-annealed to 0)")

@@ -26,6 +26,11 @@ from unlearn_cli.options import Auto, Count, NonNegative, Positive, Range, by_ta
 @dataclass(frozen=True)
 class SalunOptions(StepLoopOptions):
     renamed = {"epochs": "forget_epochs"}
+    unsuited_memorising = (
+        "its one gentle pass leaves UA 0 (retrain 10.3) on the tuning seeds; ten passes reach "
+        "UA 5.9 but cost 8 points of test accuracy (TA 83.4 vs 91.8), avg_gap 8.20 vs doing "
+        "nothing's 9.29 (configs/sweep/memorise_samples.yaml)"
+    )
     saliency: Annotated[float, Range(gt=0, le=1)] = opt(
         0.5, "share of weights (largest forget-gradient magnitude) that may change"
     )
