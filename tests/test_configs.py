@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra import compose, initialize_config_module
 
+from unlearn_cli.audit import audit_dir
 from unlearn_cli.cli import CONFIG_GROUPS, group_options
 from unlearn_cli.data import DATASETS
 from unlearn_cli.methods import METHODS
@@ -95,3 +97,25 @@ def test_same_seed_same_initial_weights(make_cfg):
 def test_struct_mode_rejects_unknown_keys(make_cfg):
     with pytest.raises(Exception, match="forget_clas"):
         make_cfg("forget_clas=cat")
+
+
+def sweep_dir(*overrides: str) -> str:
+    """The sweep folder Hydra would create for a multirun started now."""
+    with initialize_config_module("unlearn_cli.configs", version_base="1.3"):
+        cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
+    return str(cfg.hydra.sweep.dir)
+
+
+@pytest.mark.parametrize("sweep", [None, *group_options("sweep")])
+def test_sweeps_started_in_the_same_second_get_their_own_folders(sweep):
+    """Two `unlearn run -m` of one preset started within a second (say, a tuning sweep's two
+    halves in two terminals) must not write their jobs into one folder: the `${now:}` in every
+    sweep dir goes down to the microsecond."""
+    overrides = [] if sweep is None else [f"sweep={sweep}"]
+    first, second = sweep_dir(*overrides), sweep_dir(*overrides)
+    assert first != second
+    assert first.split("/")[:-1] == second.split("/")[:-1]  # the same root, another folder
+
+
+def test_audits_started_in_the_same_second_get_their_own_folders():
+    assert audit_dir("random0.1") != audit_dir("random0.1")

@@ -127,4 +127,4 @@ def utility_of(model, split, device, batch_size: int) -> tuple[float, float]:
 
 
 def audit_dir(tag: str) -> Path:
-    return Path("outputs") / "audits" / f"{dt.datetime.now():%Y-%m-%d_%H-%M-%S}_{tag}"
+    return Path("outputs") / "audits" / f"{dt.datetime.now():%Y-%m-%d_%H-%M-%S-%f}_{tag}"
