@@ -64,7 +64,7 @@ def run_audit(cfg: DictConfig, methods: list[str], n_models: int, out_dir: Path)
             run_cfg = OmegaConf.create({**base, "seed": i, "method": method_cfg})
             run_cfg.evaluation.noise_floor = False  # the audit's N retrains are its own floor
             seed_everything(i)
-            models, _, _, _ = build_models(run_cfg, split, device)
+            models = build_models(run_cfg, split, device).models
             roles = {name: models["unlearned"]}
             if name == methods[0]:
                 roles["retrain"] = models["retrain"]

@@ -38,6 +38,7 @@ from unlearn_cli.methods import (
 from unlearn_cli.methods.common import is_finite_model
 from unlearn_cli.models import build_model, save_checkpoint
 from unlearn_cli.models.state_files import load_original
+from unlearn_cli.options import Options
 from unlearn_cli.record import RunRecord, method_options
 from unlearn_cli.training import train_classifier
 from unlearn_cli.validate import RunConfig, validate_config
@@ -87,12 +88,12 @@ def run_experiment(cfg: DictConfig, run_dir: Path | str) -> dict:
     )
     log_method_defaults(cfg.method, typed.method, split.targets)
     try:
-        models, seconds, method_metrics, counts = build_models(cfg, split, device, typed, given)
-        ran_with = method_metrics.pop("ran_with", typed.method)
+        built = build_models(cfg, split, device, typed, given)
+        models, method_metrics, ran_with = built.models, built.method_metrics, built.ran_with
         if ran_with is not typed.method:  # memorising-original defaults replaced the samples ones
             record.set_method(cfg, ran_with)
         rows, details, confidences = evaluate_models(
-            models, seconds, split, device, typed.evaluation, cfg.seed, counts
+            models, built.seconds, split, device, typed.evaluation, cfg.seed, built.counts
         )
         if "setup_seconds" in method_metrics:  # SISA: set-up before any deletion request
             rows["unlearned"]["setup_s"] = method_metrics["setup_seconds"]
@@ -138,6 +139,20 @@ class GivenOriginal:
     sha256: str
 
 
+@dataclass
+class BuiltModels:
+    """What `build_models` hands back: the models by role (original, retrain, unlearned, and
+    retrain_other_seed for the noise floor), their wall seconds and counted sample passes, the
+    method's own figures, and the options the method ran with (the memorising-original defaults
+    where they replaced the samples ones)."""
+
+    models: dict[str, nn.Module]
+    seconds: dict[str, float | None]
+    method_metrics: dict
+    counts: dict[str, Cost | None]
+    ran_with: Options
+
+
 def given_original(typed: RunConfig, data, seed: int) -> GivenOriginal | None:
     path = typed.run.original.checkpoint
     if path is None:
@@ -168,10 +183,10 @@ def build_models(
     device: torch.device,
     typed: RunConfig | None = None,
     given: GivenOriginal | None = None,
-) -> tuple[dict[str, nn.Module], dict[str, float | None], dict, dict[str, Cost | None]]:
+) -> BuiltModels:
     """The original (cached, or the user's `given` one) and retrained (cached) models and the
-    unlearned one, with their wall seconds, the method's own figures and the counted sample
-    passes of each.
+    unlearned one, with their wall seconds, the method's own figures, the counted sample
+    passes of each and the options the method ran with.
 
     With `evaluation.noise_floor` a model retrained with the next seed joins them: how far two
     exact retrainings lie apart, the level below which no method can be told from retraining.
@@ -220,6 +235,7 @@ def build_models(
         # The reference *is* this method's result; its cost is the measured retraining cost.
         unlearned, seconds, cost, ctx = (reference.model, reference.train_seconds,
                                          reference.cost, context())  # fmt: skip
+        opts = typed.method
     else:
         model = copy.deepcopy(original_model).to(device)
         memorising = note_memorised_original(cfg.method.name, typed.method, model, split, device,
@@ -233,8 +249,6 @@ def build_models(
         staging = cache.staging_dir(f"method-{cfg.method.name}-{cache_key(method_key)}")
         ctx = context(staging=staging)
         ctx.metrics.update(memorising)
-        if opts is not typed.method:  # metrics.json records the options the method ran with
-            ctx.metrics["ran_with"] = opts
         # One-time library and device set-up is not unlearning work: pay it before the timer.
         warm_up(model, data.x_train[torch.as_tensor(split.forget_idx[:2])], device,
                 opts.uses_torch_func(), typed.evaluation.batch_size)  # fmt: skip
@@ -275,7 +289,7 @@ def build_models(
         ctx.metrics.update(setup_seconds=ctx.untimed_seconds, setup_cost=ctx.untimed_cost.as_dict())
     order = ("original", "retrain", "unlearned", "retrain_other_seed")
     models = {k: models[k].to(device) for k in order if k in models}
-    return models, costs, {**ctx.metrics, **cache_info}, counts
+    return BuiltModels(models, costs, {**ctx.metrics, **cache_info}, counts, opts)
 
 
 def gives_finite_outputs(model: nn.Module, split: ForgetSplit, device: torch.device) -> bool:
