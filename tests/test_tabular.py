@@ -50,6 +50,9 @@ def test_csv_table(make_cfg, tmp_path):
         ("a,b\n1,2\n", ["dataset.label_column=kind"], "has no column 'kind'"),
         ("a,kind\nx,1\ny,2\n", ["dataset.label_column=kind"], "must be numeric"),
         ("a,kind\n1,1\n,2\n", ["dataset.label_column=kind"], "empty cells"),
+        ("a,kind\n1,1\nnan,2\n", ["dataset.label_column=kind"], "empty cells"),
+        ("a,b,kind\n1,inf,1\n2,3,2\n", ["dataset.label_column=kind"], "infinite values: b"),
+        ("a,kind\n-inf,1\n2,2\n", ["dataset.label_column=kind"], "infinite values: a"),
     ],
 )
 def test_bad_csv_is_a_clear_error(make_cfg, tmp_path, content, overrides, message):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -32,6 +33,9 @@ class Range:
     gt: float | None = None
     le: float | None = None
     lt: float | None = None
+    # Whether inf / -inf is a meaningful value of the field (e.g. "no limit"). No field says so
+    # today: every option that can be switched off takes null. nan is never accepted.
+    infinite: bool = False
 
     def holds(self, value: float) -> bool:
         return not (
@@ -224,11 +228,18 @@ def is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def non_finite(value: Any) -> bool:
+    """nan, inf or -inf (Hydra parses `lr=nan` and `lr=inf` as such floats)."""
+    return isinstance(value, float) and not math.isfinite(value)
+
+
 def coerce(hint: Any, value: Any, where: str, key: str) -> Any:
     """`value` checked (and, for floats and lists, converted) against the type `hint`."""
     ok, result = accepts(hint, value, where, key)
     if not ok:
         error = fail(where, key, describe(hint), value)
+        if non_finite(value):  # nan passes every "refuse if <= 0" test: say what is wrong
+            error = fail(where, key, f"a finite number ({describe(hint)})", value)
         words = [c for c in choices_of(hint) if isinstance(c, str)]
         close = difflib.get_close_matches(str(value), words, n=1, cutoff=0.6)
         if isinstance(value, str) and close:
@@ -241,8 +252,15 @@ def accepts(hint: Any, value: Any, where: str, key: str) -> tuple[bool, Any]:
     origin = get_origin(hint)
     if origin is Annotated:
         base, *extras = get_args(hint)
-        ok, result = accepts(base, value, where, key)
         bounds = [e for e in extras if isinstance(e, Range)]
+        if (
+            base is float
+            and is_number(value)
+            and math.isinf(value)
+            and any(b.infinite for b in bounds)
+        ):
+            return all(b.holds(value) for b in bounds), float(value)
+        ok, result = accepts(base, value, where, key)
         return ok and all(b.holds(result) for b in bounds), result
     if origin in (Union, types.UnionType):
         for arm in get_args(hint):
@@ -266,7 +284,11 @@ def accepts(hint: Any, value: Any, where: str, key: str) -> tuple[bool, Any]:
     if hint is int:
         return is_whole(value), value
     if hint is float:
-        return is_number(value), float(value) if is_number(value) else value
+        # nan compares false with every bound, so no range refuses it: refuse it (and infinity,
+        # unless the field's Range declares it meaningful: see the Annotated arm) here.
+        return is_number(value) and math.isfinite(value), float(value) if is_number(
+            value
+        ) else value
     if hint is str:
         # Hydra parses `dataset.root=2024` as a number: a name or path may be numeric.
         return isinstance(value, str) or is_number(value), str(value) if is_number(value) else value

@@ -50,6 +50,10 @@ def load_csv(path: Path, label_column: str) -> tuple[np.ndarray, np.ndarray, tup
         raise UserError(f"{path.name}: feature columns must be numeric; not: {', '.join(bad[:5])}")
     if features.isna().any().any():
         raise UserError(f"{path.name} has empty cells; fill or drop them first")
+    infinite = [str(c) for c in features.columns if np.isinf(features[c].to_numpy(float)).any()]
+    if infinite:  # pandas reads "inf" as a number; it would make every standardised row nan
+        raise UserError(f"{path.name}: feature columns hold infinite values: "
+                        f"{', '.join(infinite[:5])}")  # fmt: skip
     classes, labels = np.unique(frame[label_column].astype(str), return_inverse=True)
     return features.to_numpy(np.float32), labels.astype(np.int64), tuple(classes)
 
