@@ -308,9 +308,9 @@ def hydra_run(cfg: DictConfig) -> float:
                   f"the run in {run_dir} holds its last good weights", file=sys.stderr)  # fmt: skip
             sys.exit(TrainingDiverged.exit_code)
         return math.inf
-    # The objective a sweeper (e.g. sweep=optuna_<method>) minimises; without a retrained
-    # reference (evaluation.reference=none) there is none.
-    return result["models"]["unlearned"].get("avg_gap", math.nan)
+    # The objective a sweeper (e.g. sweep=optuna_<method>) minimises: val_gap, blind to the test
+    # set (avg_gap is for reporting); without a retrained reference there is none.
+    return result["models"]["unlearned"].get("val_gap", math.nan)
 
 
 def discard_unstarted_run(run_dir: Path) -> None:
@@ -369,13 +369,20 @@ def report_command(args: list[str]) -> int:
         "--note", default="", help="a paragraph for the top of the Markdown (how it was run)"
     )
     parser.add_argument(
+        "--pick",
+        action="store_true",
+        help="a tuning sweep's pick (docs/benchmark.md): the settings that forget and keep "
+        "utility on every seed, ranked by val_gap; writes pick.csv beside the report",
+    )
+    parser.add_argument(
         "--plots",
         type=Path,
         help="folder for metric_bars.png and tradeoff.png "
         "(default: beside --csv/--markdown, else the first PATH)",
     )
     opts = parser.parse_args(args)
-    table = report.aggregate(report.per_seed_rows(report.find_metrics(opts.paths)))
+    per_seed = report.per_seed_rows(report.find_metrics(opts.paths))
+    table = report.aggregate(per_seed)
     if table.empty:
         raise UserError("none of the runs under the given folders completed")
     title = report.BENCH_TITLE if opts.bench else "Unlearning report"
@@ -389,7 +396,25 @@ def report_command(args: list[str]) -> int:
     report.write_plots(table, plots_dir)
     for rendered in report.grouped_tables(table):
         out_console.print(rendered)
+    if opts.pick:
+        print_pick(per_seed, plots_dir / "pick.csv")
     return 0
+
+
+def print_pick(per_seed, csv_path: Path) -> None:
+    """The pick rule's table and its one-line verdict per scenario (evaluation/pick.py)."""
+    from unlearn_cli.console import out_console
+    from unlearn_cli.evaluation import pick
+    from unlearn_cli.evaluation.tables import rich_table, write_csv
+
+    table = pick.pick_table(per_seed)
+    if table.empty:
+        raise UserError("--pick needs runs of a method (a tuning sweep), not only references")
+    write_csv(table, csv_path)
+    for scenario, part in table.groupby("scenario", sort=False):
+        out_console.print(rich_table(part, f"pick rule: {scenario}", pick.PICK_COLUMNS))
+    for line in pick.pick_summary(table):
+        out_console.print(line)
 
 
 def audit_command(args: list[str]) -> int:

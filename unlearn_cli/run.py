@@ -25,14 +25,17 @@ from unlearn_cli.device import resolve_device, resolve_threads
 from unlearn_cli.errors import TrainingDiverged, UserError, first_line
 from unlearn_cli.evaluation.evaluate import evaluate_models, evidence_verdict
 from unlearn_cli.evaluation.lira import add_lira, add_ulira
+from unlearn_cli.evaluation.metrics import UTILITY_POINTS
 from unlearn_cli.evaluation.plots import confidence_histograms, per_class_accuracy_plot
 from unlearn_cli.evaluation.tables import metrics_by_model_table, models_frame, write_csv
 from unlearn_cli.inference import predict_logits
 from unlearn_cli.methods import (
+    METHODS,
     UnlearnContext,
     log_method_defaults,
     memorised_options,
     note_memorised_original,
+    options_type,
     run_method,
 )
 from unlearn_cli.methods.common import is_finite_model
@@ -310,6 +313,34 @@ def write_plots(folder: Path, details: dict, confidences: dict, split: ForgetSpl
     confidence_histograms(confidences, labels, folder / "mia_confidence.png")
 
 
+def utility_warning(rows: dict) -> str:
+    """A plain-words warning when the unlearned model lost more than UTILITY_POINTS of test or
+    retain accuracy against the retrained model's; "" otherwise (or without a reference)."""
+    if "retrain" not in rows:
+        return ""
+    after, ref = rows["unlearned"], rows["retrain"]
+    worst = [
+        f"{ref[key] - after[key]:.1f} points of {name} accuracy ({after[key]:.1f} vs retrain's "
+        f"{ref[key]:.1f})"
+        for name, key in (("test", "TA"), ("retain", "RA"))
+        if ref[key] - after[key] > UTILITY_POINTS
+    ]
+    if not worst:
+        return ""
+    return (
+        f"WARNING: the unlearned model lost {' and '.join(worst)}: it forgot by damaging "
+        "the model, and its avg_gap hides that; do not use it as it is."
+    )
+
+
+def unsuited_warning(cfg: DictConfig, split: ForgetSplit) -> str:
+    """The caption's echo of the log's warning for a method documented as unsuited here."""
+    if cfg.method.name not in METHODS:
+        return ""
+    reason = options_type(cfg.method.name).unsuited.get(split.targets)
+    return f"WARNING: {cfg.method.name} is unsuited to this scenario: {reason}" if reason else ""
+
+
 def write_outputs(
     run_dir: Path, unlearned: nn.Module, rows: dict, cfg: DictConfig, split: ForgetSplit
 ) -> None:
@@ -344,5 +375,9 @@ def write_outputs(
         verdict = "within" if rows["unlearned"]["avg_gap"] <= floor else "outside"
         caption = (f"noise floor (retrain, other seed): avg_gap {floor:.2f}; the unlearned model "
                    f"is {verdict} it. " + caption)  # fmt: skip
+    warnings = [w for w in (utility_warning(rows), unsuited_warning(cfg, split)) if w]
+    for warning in warnings:
+        log.warning("%s", warning)
+    caption = " ".join([*warnings, caption])
     out_console.print(metrics_by_model_table(frame, title, caption))
     log.info("results in %s", run_dir)

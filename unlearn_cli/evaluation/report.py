@@ -31,6 +31,7 @@ from rich.table import Table
 
 from unlearn_cli.atomic import atomic_write_text
 from unlearn_cli.errors import UserError
+from unlearn_cli.evaluation.metrics import UTILITY_POINTS
 from unlearn_cli.evaluation.tables import rich_table
 from unlearn_cli.record import flatten, run_status, short_hash
 
@@ -44,6 +45,8 @@ REPORT_METRICS = (
     "mia_attack_acc",
     "mia_auc",
     "avg_gap",
+    # the tuning objective: the gap on UA, RA and the validation split's accuracy and MIA
+    "val_gap",
     "time_s",
     "speedup",
     "cost_ratio",
@@ -56,7 +59,9 @@ REPORT_METRICS = (
 # evaluation.representation: what the penultimate-layer features show (a table of their own)
 INSIDE_METRICS = ("probe_forget_acc", "probe_acc", "knn_forget_acc", "knn_acc", "cka_forget",
                   "cka_test")  # fmt: skip
-AGGREGATED = (*REPORT_METRICS, *INSIDE_METRICS)
+# read by the pick rule of `unlearn report --pick` (evaluation/pick.py), not shown in the tables
+TUNING_METRICS = ("val_acc",)
+AGGREGATED = (*REPORT_METRICS, *INSIDE_METRICS, *TUNING_METRICS)
 GAP_METRICS = ("UA", "RA", "TA", "MIA")  # the metrics avg_gap averages
 CELL = ["dataset", "model", "scenario"]  # one table of the report
 GROUP = [*CELL, "method"]
@@ -64,11 +69,17 @@ ORIGINAL = "original (no unlearning)"
 FLOOR = "retrain, other seed"
 FLOOR_ROLE = "retrain_other_seed"  # model role in metrics.json
 WITHIN = "within_floor"
+DAMAGED = "damaged"  # rows that lost more than UTILITY_POINTS of TA or RA against retrain's
 REFERENCE_ROLES = {"original": ORIGINAL, "retrain": "retrain", FLOOR_ROLE: FLOOR}
 FLOOR_CAPTION = (
     f'"{FLOOR}": the gap between retrained models of different seeds, the noise floor; '
     f"{WITHIN} = yes where a row's mean avg_gap is at most the floor's, i.e. it cannot be told "
     "from retraining at these seeds."
+)
+
+DAMAGED_CAPTION = (
+    f"{DAMAGED} = yes where a row's mean TA or RA is more than {UTILITY_POINTS:g} points below "
+    "retrain's: it forgot by wrecking the model, which its avg_gap does not show."
 )
 
 
@@ -278,6 +289,20 @@ def within_floor(table: pd.DataFrame) -> list[str]:
     return marks
 
 
+def damaged(table: pd.DataFrame) -> list[str]:
+    """ "yes" for rows whose mean TA or RA is more than UTILITY_POINTS below retrain's in their
+    cell: they forgot by wrecking the model, which avg_gap alone does not show."""
+    ref = table[table["method"] == "retrain"].set_index(CELL)[["TA", "RA"]]
+    marks = []
+    for _, row in table.iterrows():
+        cell = tuple(row[CELL])
+        lost = cell in ref.index and any(
+            ref.loc[cell, m] - row[m] > UTILITY_POINTS for m in ("TA", "RA")
+        )
+        marks.append("yes" if lost else "")
+    return marks
+
+
 def aggregate(per_seed: pd.DataFrame) -> pd.DataFrame:
     """mean and std over seeds, the noise floor and its marks; sorted by avg_gap per scenario."""
     if per_seed.empty:
@@ -288,6 +313,7 @@ def aggregate(per_seed: pd.DataFrame) -> pd.DataFrame:
         table = pd.concat([table, floors], ignore_index=True)
     table["seeds"] = table["seeds"].astype(int)
     table[WITHIN] = within_floor(table)
+    table[DAMAGED] = damaged(table)
     table = table.sort_values([*CELL, "avg_gap"], kind="stable")
     return table.reset_index(drop=True)
 
@@ -307,6 +333,7 @@ def display_frame(table: pd.DataFrame) -> pd.DataFrame:
     for metric in AGGREGATED:
         shown[metric] = [mean_pm_std(row, metric) for _, row in table.iterrows()]
     shown[WITHIN] = table.get(WITHIN, "")
+    shown[DAMAGED] = table.get(DAMAGED, "")
     shown[FORGOTTEN_IN] = forgotten_in(table)
     return shown
 
@@ -379,8 +406,8 @@ def inside_columns(part: pd.DataFrame, raw: pd.DataFrame) -> list[str]:
 
 # Shown only where some run measured them: what needs the retrained model, and what a run
 # without it (evaluation.reference=none) measures instead.
-OPTIONAL_METRICS = ("avg_gap", "speedup", "cost_ratio", "unseen_acc", "forget_minus_unseen",
-                    "agree_orig_forget")  # fmt: skip
+OPTIONAL_METRICS = ("avg_gap", "val_gap", "speedup", "cost_ratio", "unseen_acc",
+                    "forget_minus_unseen", "agree_orig_forget")  # fmt: skip
 
 
 def cell_columns(part: pd.DataFrame, raw: pd.DataFrame) -> list[str]:
@@ -390,6 +417,8 @@ def cell_columns(part: pd.DataFrame, raw: pd.DataFrame) -> list[str]:
             if c not in OPTIONAL_METRICS or not raw[c].isna().all()]  # fmt: skip
     if (part["method"] == FLOOR).any() and "avg_gap" in cols:
         cols.insert(cols.index("avg_gap") + 1, WITHIN)
+    if (part[DAMAGED] == "yes").any():
+        cols.insert(cols.index("method") + 1, DAMAGED)
     return cols
 
 
@@ -402,10 +431,10 @@ def grouped_tables(table: pd.DataFrame) -> list[Table]:
         rendered = rich_table(part, f"{dataset} / {model} / {scenario}", columns)
         # Labels and the mark are what one reads a row by: let the ± cells wrap, never these.
         for column in rendered.columns:
-            if column.header in ("method", WITHIN):
+            if column.header in ("method", WITHIN, DAMAGED):
                 column.no_wrap, column.min_width = True, len(column.header)
-        if WITHIN in columns:
-            rendered.caption = FLOOR_CAPTION
+        captions = {WITHIN: FLOOR_CAPTION, DAMAGED: DAMAGED_CAPTION}
+        rendered.caption = " ".join(t for c, t in captions.items() if c in columns) or None
         tables.append(rendered)
         inside = inside_columns(part, table.loc[part.index])
         if inside:
@@ -444,6 +473,8 @@ def to_markdown(table: pd.DataFrame, title: str, preamble: str = "") -> str:
         cols = cell_columns(part, table.loc[part.index])
         if WITHIN in cols:
             lines += [FLOOR_CAPTION, ""]
+        if DAMAGED in cols:
+            lines += [DAMAGED_CAPTION, ""]
         lines += markdown_rows(part, cols)
         inside = inside_columns(part, table.loc[part.index])
         if inside:
@@ -459,7 +490,8 @@ def markdown_rows(part: pd.DataFrame, cols: list[str]) -> list[str]:
 
 
 def markdown_align(column: str) -> str:
-    return {"method": "---", WITHIN: ":---:", FORGOTTEN_IN: ":---:"}.get(column, "---:")
+    return {"method": "---", WITHIN: ":---:", DAMAGED: ":---:",
+            FORGOTTEN_IN: ":---:"}.get(column, "---:")  # fmt: skip
 
 
 def write_plots(table: pd.DataFrame, folder: Path) -> list[Path]:

@@ -18,7 +18,7 @@ from unlearn_cli.record import run_status
 
 log = logging.getLogger(__name__)
 
-SUMMARY_COLUMNS = ("UA", "RA", "TA", "MIA", "mia_auc", "avg_gap", "time_s", "speedup")
+SUMMARY_COLUMNS = ("UA", "RA", "TA", "MIA", "mia_auc", "avg_gap", "val_gap", "time_s", "speedup")
 
 # Set by the callback when a job of the last sweep failed; the CLI turns it into the exit code.
 last_sweep_failed = False

@@ -14,7 +14,8 @@ MODEL_COLUMNS = (
     "forget_acc", "retain_acc", "test_acc", "forget_test_acc",
     "UA", "RA", "TA", "MIA", "mia_attack_acc", "mia_auc",
     "mia_conf", "mia_entropy", "mia_m_entropy",
-    "avg_gap", "time_s", "speedup", "cost_units", "cost_ratio", "setup_s",
+    "avg_gap", "val_acc", "val_MIA", "val_gap",
+    "time_s", "speedup", "cost_units", "cost_ratio", "setup_s",
     "agree_forget", "js_forget", "kl_forget", "agree_test", "js_test", "kl_test",
     "weight_distance", "lira_member", "ulira_member",
     # evaluation.representation: penultimate-layer probes and CKA to the retrained model

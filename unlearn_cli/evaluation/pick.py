@@ -1,0 +1,100 @@
+"""`unlearn report --pick`: the pick rule of docs/benchmark.md applied to a tuning sweep.
+
+A tuning sweep (configs/sweep/tune_*.yaml) runs a grid of settings on the tuning seeds and both
+benchmark variants. A setting may become a default only if, on every tuning seed and variant:
+- it keeps utility: validation accuracy (`val_acc`) and retain accuracy (RA) within
+  `UTILITY_POINTS` of the retrained model's (a default must not forget by wrecking the model);
+- for a class, it forgets it: UA within `FORGOT_POINTS` of retrain's;
+and, per variant, its mean `val_gap` is below doing nothing's (the original's). Among those, the
+pick leaves the least share of the do-nothing gap (mean val_gap / the original's, averaged over
+the variants so the memorising variant's larger gaps do not drown the other). Every figure is
+`val_gap` or a validation/retain figure: the test set plays no part in the choice. Where no
+setting qualifies, the method is unsuited to that scenario and says so (`Options.unsuited`).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from unlearn_cli.evaluation.metrics import UTILITY_POINTS
+from unlearn_cli.evaluation.report import FLOOR, ORIGINAL
+
+FORGOT_POINTS = 10.0  # a class counts as forgotten when UA is this close to retrain's
+# the report's reference rows: every other row is a setting of the grid
+REFERENCES = ("retrain", ORIGINAL, FLOOR)
+PICK_COLUMNS = ("setting", "share", "worst_val_drop", "worst_ra_drop", "forgot", "verdict")
+
+
+def with_references(per_seed: pd.DataFrame) -> pd.DataFrame:
+    """The settings' per-seed rows beside their retrain's and original's figures."""
+    keys = ["dataset", "model", "scenario", "seed"]
+    ref = per_seed[per_seed["method"] == "retrain"].set_index(keys)
+    orig = per_seed[per_seed["method"] == ORIGINAL].set_index(keys)
+    rows = per_seed[~per_seed["method"].isin(REFERENCES)].set_index(keys)
+    rows = rows.assign(
+        val_drop=ref["val_acc"].reindex(rows.index) - rows["val_acc"],
+        ra_drop=ref["RA"].reindex(rows.index) - rows["RA"],
+        ua_off=(rows["UA"] - ref["UA"].reindex(rows.index)).abs(),
+        nothing_gap=orig["val_gap"].reindex(rows.index),
+    )
+    return rows.reset_index()
+
+
+def judge(part: pd.DataFrame, is_class: bool) -> dict:
+    """The pick rule's figures and verdict for one setting (its rows over seeds and variants)."""
+    by_variant = part.groupby("dataset")
+    shares = by_variant["val_gap"].mean() / by_variant["nothing_gap"].mean()
+    worst_val, worst_ra = part["val_drop"].max(), part["ra_drop"].max()
+    forgot = bool((part["ua_off"] <= FORGOT_POINTS).all())
+    reasons = []
+    if part[["val_gap", "val_drop", "ra_drop"]].isna().any().any():
+        reasons.append("no val_gap (runs from before it existed)")
+    if worst_val > UTILITY_POINTS or worst_ra > UTILITY_POINTS:
+        reasons.append(f"loses more than {UTILITY_POINTS:g} points of accuracy")
+    if is_class and not forgot:
+        reasons.append("leaves the class recognised on some seed")
+    if not (shares < 1).all():
+        reasons.append("no better than doing nothing")
+    return {
+        "share": float(shares.mean()),
+        "worst_val_drop": float(worst_val),
+        "worst_ra_drop": float(worst_ra),
+        "forgot": "yes" if forgot else "no",
+        "verdict": "; ".join(reasons) or "eligible",
+        "variants": int(len(shares)),
+        "runs": int(len(part)),
+    }
+
+
+def pick_table(per_seed: pd.DataFrame) -> pd.DataFrame:
+    """One row per (scenario, setting): the pick rule's figures, the chosen one marked `picked`."""
+    rows = with_references(per_seed)
+    judged = []
+    for (scenario, setting), part in rows.groupby(["scenario", "method"], sort=False):
+        figures = judge(part, is_class=str(scenario).startswith("class"))
+        judged.append({"scenario": scenario, "setting": setting, **figures})
+    table = pd.DataFrame.from_records(judged)
+    if table.empty:
+        return table
+    table = table.sort_values(["scenario", "share"], kind="stable").reset_index(drop=True)
+    for _, part in table.groupby("scenario", sort=False):
+        eligible = part[part["verdict"] == "eligible"]
+        if not eligible.empty:
+            table.loc[eligible.index[0], "verdict"] = "picked"
+    return table
+
+
+def pick_summary(table: pd.DataFrame) -> list[str]:
+    """One line per scenario: the picked setting, or that the method is unsuited there."""
+    lines = []
+    for scenario, part in table.groupby("scenario", sort=False):
+        picked = part[part["verdict"] == "picked"]
+        if picked.empty:
+            lines.append(f"{scenario}: no setting forgets and keeps utility on every tuning seed; "
+                         "document the method as unsuited here")  # fmt: skip
+        else:
+            row = picked.iloc[0]
+            lines.append(f"{scenario}: pick {row['setting']} (share of doing nothing's val_gap "
+                         f"{row['share']:.2f}, worst validation-accuracy drop "
+                         f"{row['worst_val_drop']:.1f})")  # fmt: skip
+    return lines
