@@ -237,3 +237,50 @@ def test_audit_command_writes_scores(run_cli, tmp_path):
         assert row["final_score"] <= row["F"] * (row["RA"] / row["RA_retrain"]) + 1e-9
     bad = run_cli("audit", "--methods", "influense", *TINY)
     assert bad.returncode == 2 and "Did you mean 'influence'?" in bad.stderr
+
+
+def test_audit_unlearns_from_one_original_unless_told_otherwise(run_cli, tmp_path, monkeypatch):
+    """The default protocol is the official one: every unlearned model starts from the same
+    original weights (method seeds 0..N-1); `--sampling per_original` starts model i from
+    original i. The hashes are taken of the weights each method call was actually handed."""
+    import hashlib
+    import json
+
+    import unlearn_cli.run
+
+    from .conftest import TINY
+
+    started: list[tuple[int, str]] = []
+    real = unlearn_cli.run.run_method
+
+    def spy(name, model, split, ctx, opts=None):
+        if name != "retrain":  # the retrained side trains from scratch
+            blob = b"".join(t.detach().cpu().numpy().tobytes() for t in model.state_dict().values())
+            started.append((ctx.seed, hashlib.sha256(blob).hexdigest()))
+        return real(name, model, split, ctx, opts)
+
+    monkeypatch.setattr(unlearn_cli.run, "run_method", spy)
+
+    def audit(*sampling: str) -> tuple[list[tuple[int, str]], dict]:
+        started.clear()
+        run_cli("audit", "--methods", "negative_gradient", "--models", "2", *sampling, *TINY,
+                "model.train.epochs=2", check=True)  # fmt: skip
+        folder = max((tmp_path / "outputs" / "audits").iterdir())
+        return list(started), json.loads((folder / "audit.json").read_text())
+
+    one, written = audit()
+    assert [seed for seed, _ in one] == [0, 1] and len({h for _, h in one}) == 1
+    assert written["sampling"] == "one_original"
+    recorded = written["started_from"]["negative_gradient"]
+    assert [r["original_seed"] for r in recorded] == [0, 0]
+    assert len({r["original_sha256"] for r in recorded}) == 1
+
+    per, written = audit("--sampling", "per_original")
+    assert [seed for seed, _ in per] == [0, 1] and len({h for _, h in per}) == 2
+    assert per[0] == one[0]  # original 0 is the one every default unlearning started from
+    recorded = written["started_from"]["negative_gradient"]
+    assert [r["original_seed"] for r in recorded] == [0, 1]
+    assert len({r["original_sha256"] for r in recorded}) == 2
+
+    bad = run_cli("audit", "--sampling", "per_orignal", *TINY)
+    assert bad.returncode == 2 and "Did you mean 'per_original'?" in bad.stderr

@@ -19,8 +19,10 @@ import torch
 from torch import nn
 
 import unlearn_cli.atomic
+import unlearn_cli.resume
 import unlearn_cli.training
 from unlearn_cli.cache import ModelCache
+from unlearn_cli.cost import attach_counter, counting
 from unlearn_cli.data.feed import TrainingFeed
 from unlearn_cli.record import RunRecord, run_status
 from unlearn_cli.training import TrainOptions, train_classifier
@@ -157,6 +159,96 @@ def test_a_killed_run_resumes_its_original_and_ends_like_an_uninterrupted_one(
     assert not staging.exists() or not any(staging.iterdir())  # removed once stored
 
 
+def fast_clock(monkeypatch, step: float = 100.0) -> None:
+    """Every perf_counter call moves the clock `step` seconds on: a killed run that "took" at
+    least `step` seconds, without waiting for them."""
+    real, calls = time.perf_counter, iter(range(1, 10**9))
+    monkeypatch.setattr(time, "perf_counter", lambda: real() + step * next(calls))
+
+
+@pytest.mark.parametrize(
+    "train",
+    [TrainOptions(epochs=5, batch_size=16), TrainOptions(epochs=4, optimizer="lbfgs", lr=0.5)],
+    ids=["adamw", "lbfgs"],
+)
+def test_a_resumed_training_reports_the_whole_trainings_cost(tmp_path, monkeypatch, train):
+    x, y = tiny_data()
+
+    def make(staging: Path) -> nn.Module:
+        model = attach_counter(tiny_net())
+        train_classifier(model, x, y, train, torch.device("cpu"), 3, "original",
+                         checkpoint=staging / "original.ckpt")  # fmt: skip
+        return model
+
+    straight = ModelCache(tmp_path / "straight").get_or_train("original", {"k": 1}, tiny_net, make)
+    cache = ModelCache(tmp_path / "killed")
+    with monkeypatch.context() as patch:
+        stop_after_epoch(patch, 2)
+        fast_clock(patch)
+        with pytest.raises(Stop):
+            cache.get_or_train("original", {"k": 1}, tiny_net, make)
+    staging = cache.staging_dir(cache.entry_dir("original", {"k": 1}).name)
+    carried = torch.load(staging / "original.ckpt", weights_only=True)["cost"]
+    assert carried["seconds"] >= 100.0  # the killed run's two epochs, on its fast clock
+    assert 0 < carried["grad_samples"] < straight.cost.grad_samples
+    got = cache.get_or_train("original", {"k": 1}, tiny_net, make)
+    assert got.cost.as_dict() == straight.cost.as_dict()
+    if train.optimizer != "lbfgs":  # one gradient per sample and epoch, nothing forward-only
+        assert (straight.cost.grad_samples, straight.cost.forward_samples) == (5 * len(y), 0)
+    assert got.train_seconds >= carried["seconds"]
+
+
+def test_a_killed_retrain_reports_the_whole_retrainings_cost(unlearn_here, tmp_path,
+                                                             monkeypatch):  # fmt: skip
+    args = ["run", *TINY, "model.train.epochs=4", "forget_class=1"]
+    code, _, err = unlearn_here(*args, f"cache_dir={tmp_path / 'straight'}")
+    assert code == 0, err
+    real = unlearn_cli.training.save_epoch
+
+    def stop_in_retrain(ckpt, epoch, *state):
+        real(ckpt, epoch, *state)
+        if ckpt.path.name == "retrain.ckpt" and epoch == 2:
+            raise Stop
+
+    with monkeypatch.context() as patch:
+        patch.setattr(unlearn_cli.training, "save_epoch", stop_in_retrain)
+        fast_clock(patch)
+        assert unlearn_here(*args)[0] == 130
+    code, _, err = unlearn_here(*args)
+    assert code == 0, err
+    assert "retrain: resuming from epoch 2/4" in err
+    runs = sorted((tmp_path / "outputs" / "runs").iterdir())
+    first, last = (json.loads((r / "metrics.json").read_text())["models"] for r in runs[::2])
+    for role in ("retrain", "unlearned"):
+        for key in ("grad_samples", "forward_samples", "cost_units", "cost_ratio"):
+            assert last[role][key] == first[role][key], (role, key)
+    assert last["retrain"]["time_s"] >= 100.0  # the killed run's epochs, on its fast clock
+    assert last["unlearned"]["speedup"] >= 100.0 / last["unlearned"]["time_s"]
+
+
+def test_an_older_checkpoint_without_cost_figures_still_resumes(tmp_path, monkeypatch, caplog):
+    x, y = tiny_data()
+    device, train = torch.device("cpu"), TrainOptions(epochs=4, batch_size=16)
+    straight = tiny_net()
+    train_classifier(straight, x, y, train, device, 7, "straight")
+    monkeypatch.setattr(unlearn_cli.resume, "_warned_costless", False)
+    for k in range(2):  # two loops resume from old checkpoints: one warning
+        ckpt = tmp_path / f"old{k}.ckpt"
+        with monkeypatch.context() as patch:
+            stop_after_epoch(patch, 3)
+            with pytest.raises(Stop):
+                train_classifier(tiny_net(), x, y, train, device, 7, "a", checkpoint=ckpt)
+        state = torch.load(ckpt, weights_only=True)
+        del state["cost"]  # as an earlier version wrote it
+        torch.save(state, ckpt)
+        rerun = attach_counter(tiny_net())
+        with counting() as cost:
+            train_classifier(rerun, x, y, train, device, 7, "b", checkpoint=ckpt)
+        assert_same_weights(rerun, straight)
+        assert cost.grad_samples == len(y)  # what is known: the one epoch after the resume
+    assert caplog.text.count("without cost figures") == 1
+
+
 def strip_times(models: dict) -> dict:
     """Metrics without the wall-clock figures, which no two runs share."""
     timed = {"time_s", "speedup", "setup_s"}
@@ -187,6 +279,8 @@ def test_sisa_setup_resumes_from_its_slice_checkpoints(unlearn_here, tmp_path, m
     runs = sorted((tmp_path / "outputs" / "runs").iterdir())
     first, last = (json.loads((r / "metrics.json").read_text()) for r in (runs[0], runs[-1]))
     assert strip_times(last["models"]) == strip_times(first["models"])
+    # the slices trained before the kill are in the set-up's cost
+    assert last["method_metrics"]["setup_cost"] == first["method_metrics"]["setup_cost"]
 
 
 # ----------------------------------------------------------------------------- full disks

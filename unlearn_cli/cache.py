@@ -114,7 +114,8 @@ class ModelCache:
             start = time.perf_counter()
             with counting() as cost:
                 model = make(staging)
-            seconds = time.perf_counter() - start
+            # A training resumed from staging's checkpoints carries the killed runs' seconds.
+            seconds = time.perf_counter() - start + cost.resumed_seconds
             stored = self._store(entry, model, {"kind": kind, "parts": parts,
                                                 "train_seconds": seconds,
                                                 "cost": cost.as_dict()})  # fmt: skip

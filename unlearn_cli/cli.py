@@ -429,10 +429,15 @@ def audit_command(args: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="unlearn audit", description=audit.__doc__)
     parser.add_argument("--methods", default="influence", help="comma-separated method names")
     parser.add_argument("--models", type=int, default=8, help="models per side (N)")
+    parser.add_argument("--sampling", default=next(iter(audit.SAMPLINGS)),
+                        help="how the unlearned models are drawn: " + "; ".join(
+                            f"{k}: {v}" for k, v in audit.SAMPLINGS.items()))  # fmt: skip
     parser.add_argument("overrides", nargs="*", help="config overrides, as for `unlearn run`")
     opts = parser.parse_args(args)
     if opts.models < 2:
         raise UserError(f"--models must be at least 2, got {opts.models}")
+    if opts.sampling not in audit.SAMPLINGS:
+        raise unknown_choice("--sampling", opts.sampling, audit.SAMPLINGS)
     check_overrides(opts.overrides)
     with initialize_config_module("unlearn_cli.configs", version_base="1.3"):
         cfg = compose("config", overrides=opts.overrides)
@@ -440,8 +445,9 @@ def audit_command(args: list[str]) -> int:
     tag = forget_tag_of(cfg)
     out_dir = audit.audit_dir(tag)
     methods = [m.strip() for m in opts.methods.split(",") if m.strip()]
-    table = audit.run_audit(cfg, methods, opts.models, out_dir)
-    out_console.print(rich_table(table, f"Forgetting quality, {opts.models} models per side"))
+    table = audit.run_audit(cfg, methods, opts.models, out_dir, opts.sampling)
+    title = f"Forgetting quality, {opts.models} models per side, sampling {opts.sampling}"
+    out_console.print(rich_table(table, title))
     log.info("audit written to %s", out_dir)
     return 0
 

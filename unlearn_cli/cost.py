@@ -11,13 +11,17 @@ many samples, turns the hook off with `uncounted()` and adds its counts itself.
 `cost_ratio` = retrain's units / a method's units is the speedup a noise-free machine would show.
 Work on the linear head alone (influence's last-layer Hessian) is not counted: it is small next
 to one pass of the network over the retain set.
+
+A training resumed from an epoch checkpoint (unlearn_cli/resume.py) adds the counts and wall
+seconds its checkpoint carries from the killed process (`add_resumed`): the open counters then
+hold the whole training's cost, and their `resumed_seconds` is what the timers around them add.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -27,6 +31,9 @@ from torch import nn
 class Cost:
     grad_samples: int = 0  # sample-gradient evaluations (forward + backward of one sample)
     forward_samples: int = 0  # forward-only sample passes
+    # Wall seconds of work done in an earlier, killed process, carried in by a resumed training:
+    # a timer around the counted block adds them (they are not part of the counts).
+    resumed_seconds: float = 0.0
 
     @property
     def units(self) -> int:
@@ -34,11 +41,13 @@ class Cost:
         return 3 * self.grad_samples + self.forward_samples
 
     def as_dict(self) -> dict[str, int]:
-        return {**asdict(self), "cost_units": self.units}
+        return {"grad_samples": self.grad_samples, "forward_samples": self.forward_samples,
+                "cost_units": self.units}  # fmt: skip
 
     def minus(self, other: Cost) -> Cost:
         return Cost(self.grad_samples - other.grad_samples,
-                    self.forward_samples - other.forward_samples)  # fmt: skip
+                    self.forward_samples - other.forward_samples,
+                    self.resumed_seconds - other.resumed_seconds)  # fmt: skip
 
 
 _open: list[Cost] = []
@@ -46,9 +55,10 @@ _paused = 0
 
 
 @contextlib.contextmanager
-def counting() -> Iterator[Cost]:
-    """Count the network passes made inside the block (blocks may nest: each counts all)."""
-    cost = Cost()
+def counting(into: Cost | None = None) -> Iterator[Cost]:
+    """Count the network passes made inside the block (blocks may nest: each counts all), in a
+    new counter or in `into`."""
+    cost = Cost() if into is None else into
     _open.append(cost)
     try:
         yield cost
@@ -75,6 +85,14 @@ def add_grad(samples: int) -> None:
 def add_forward(samples: int) -> None:
     for cost in _open:
         cost.forward_samples += int(samples)
+
+
+def add_resumed(grad_samples: int, forward_samples: int, seconds: float) -> None:
+    """Count, in every open counter, the work an interrupted run did before this one resumed."""
+    for cost in _open:
+        cost.grad_samples += int(grad_samples)
+        cost.forward_samples += int(forward_samples)
+        cost.resumed_seconds += float(seconds)
 
 
 def _count_call(module: nn.Module, args: tuple) -> None:

@@ -8,6 +8,13 @@ numpy and Python. There is no AMP gradient scaler to save: autocast runs in bf16
 none. The file is written with `torch.save` (atomically) and read with `weights_only=True`;
 it carries a fingerprint of the job (training config, seed, rows, model shapes), and one that
 does not match the job at hand is ignored, never loaded into it.
+
+It also carries the training's cost so far (counted sample passes and wall seconds, those of
+earlier resumes included): a resumed training adds them to the open counters
+(`cost.add_resumed`), so it reports what the whole training cost, not only the epochs after the
+resume. The part of an epoch lost to the kill is in neither: a resumed training reports the same
+counts as an uninterrupted one. A checkpoint of an older version, without these figures, still
+resumes; its earlier epochs are then missing from the cost (one warning).
 """
 
 from __future__ import annotations
@@ -15,7 +22,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
-from dataclasses import asdict, dataclass
+import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +31,7 @@ import torch
 from torch import nn
 
 from unlearn_cli.atomic import atomic_write_bytes, torch_save_bytes
+from unlearn_cli.cost import Cost, add_resumed
 from unlearn_cli.errors import WriteFailed
 from unlearn_cli.record import short_hash
 
@@ -37,6 +46,13 @@ class EpochCheckpoint:
     every: int
     job: str = ""  # the fingerprint of what is trained; set by the loop
     failed: bool = False  # a write failed once: warned, no further tries
+    # The loop's own counter (resumed work included) and when this process's part of it began:
+    # the cost so far that each checkpoint carries. Set by the loop.
+    spent: Cost = field(default_factory=Cost)
+    started: float = field(default_factory=time.perf_counter)
+
+
+_warned_costless = False  # a checkpoint without cost figures is warned about once per process
 
 
 def job_fingerprint(cfg, seed: int, rows: np.ndarray | None, n: int, model: nn.Module) -> str:
@@ -93,6 +109,11 @@ def save_epoch(
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "generators": {name: g.get_state() for name, g in generators.items()},
         "rng": rng_state(device),
+        "cost": {
+            "grad_samples": ckpt.spent.grad_samples,
+            "forward_samples": ckpt.spent.forward_samples,
+            "seconds": ckpt.spent.resumed_seconds + time.perf_counter() - ckpt.started,
+        },
     }
     try:
         atomic_write_bytes(ckpt.path, torch_save_bytes(state), "an epoch checkpoint")
@@ -127,9 +148,33 @@ def resume_epoch(
         for name, generator in generators.items():
             generator.set_state(state["generators"][name])
         set_rng_state(state["rng"], device)
+        carried = carried_cost(state)
     except Exception as exc:  # noqa: BLE001 - a damaged checkpoint only costs the epochs it held
         model.load_state_dict(backup)
         log.warning("ignoring the unreadable epoch checkpoint %s (%s)", ckpt.path,
                     type(exc).__name__)  # fmt: skip
         return 0
-    return int(state["epoch"])
+    done = int(state["epoch"])
+    if carried is not None:
+        add_resumed(*carried)
+    else:
+        warn_costless(ckpt.path, done)
+    return done
+
+
+def carried_cost(state: dict) -> tuple[int, int, float] | None:
+    """The (grad samples, forward samples, wall seconds) a checkpoint carries; None for one of
+    a version that did not record them."""
+    cost = state.get("cost")
+    if cost is None:
+        return None
+    return int(cost["grad_samples"]), int(cost["forward_samples"]), float(cost["seconds"])
+
+
+def warn_costless(path: Path, done: int) -> None:
+    global _warned_costless
+    say = log.debug if _warned_costless else log.warning
+    _warned_costless = True
+    say("the epoch checkpoint %s is of an older version without cost figures: the %d epochs "
+        "before the resume are missing from this training's cost_units and time_s", path,
+        done)  # fmt: skip

@@ -261,7 +261,8 @@ def build_models(
             unlearned = run_method(cfg.method.name, model, split, ctx, opts)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
-            seconds = time.perf_counter() - start - ctx.untimed_seconds
+            # counted.resumed_seconds: what resumed training loops did before a kill
+            seconds = time.perf_counter() - start + counted.resumed_seconds - ctx.untimed_seconds
         cost = counted.minus(ctx.untimed_cost)
         shutil.rmtree(staging, ignore_errors=True)  # finished: nothing left to resume
         if not gives_finite_outputs(unlearned, split, device):

@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from unlearn_cli.console import progress_bar
+from unlearn_cli.cost import Cost, counting
 from unlearn_cli.data.feed import IN_MEMORY, TrainingFeed, augment_batch, batch_stream
 from unlearn_cli.errors import TrainingDiverged
 from unlearn_cli.options import (
@@ -111,7 +112,7 @@ def train_full_batch_lbfgs(
     ckpt: EpochCheckpoint | None = None,
 ) -> TrainResult:
     """`epochs` L-BFGS steps (up to 100 iterations each) on the L2-regularised mean loss."""
-    start = time.perf_counter()
+    spent, start = loop_meter(ckpt)
     model.to(device).train()
     x, y = x.to(device), y.to(device)
     optimizer = torch.optim.LBFGS(model.parameters(), lr=cfg.lr, max_iter=100, history_size=20,
@@ -126,8 +127,8 @@ def train_full_batch_lbfgs(
         return loss
 
     loss = torch.tensor(float("nan"))
-    first = resumed(ckpt, description, cfg.epochs, model, optimizer, None, {}, device)
-    with progress_bar(description, total=cfg.epochs) as bar:
+    with counting(spent), progress_bar(description, total=cfg.epochs) as bar:
+        first = resumed(ckpt, description, cfg.epochs, model, optimizer, None, {}, device)
         bar.advance(first)
         for epoch in range(first, cfg.epochs):
             loss = optimizer.step(closure).detach()
@@ -137,7 +138,7 @@ def train_full_batch_lbfgs(
             bar.advance(status=f"objective {float(loss):.6f}")
             checkpointed(ckpt, epoch + 1, cfg.epochs, model, optimizer, None, {}, device)
     model.eval()
-    seconds = time.perf_counter() - start
+    seconds = time.perf_counter() - start + spent.resumed_seconds  # the killed runs' part too
     log.info("%s: L-BFGS in %.2fs, objective %.6f", description, seconds, float(loss))
     return TrainResult(seconds=seconds, final_loss=float(loss))
 
@@ -170,7 +171,7 @@ def train_classifier(
         if rows is not None:
             x, y = x[torch.as_tensor(rows)], y[torch.as_tensor(rows)]
         return train_full_batch_lbfgs(model, x, y, cfg, device, description, ckpt)
-    start = time.perf_counter()
+    spent, start = loop_meter(ckpt)
     model.to(device).train()
     speed = speed_of(cfg, model, device)
     net = training_module(model, speed)
@@ -188,8 +189,9 @@ def train_classifier(
     augment_generator = torch.Generator().manual_seed(seed + 1)
     loss_value = float("nan")
     generators = {"order": generator, "augment": augment_generator}
-    first = resumed(ckpt, description, cfg.epochs, model, optimizer, scheduler, generators, device)
-    with progress_bar(description, total=cfg.epochs) as bar:
+    with counting(spent), progress_bar(description, total=cfg.epochs) as bar:
+        first = resumed(ckpt, description, cfg.epochs, model, optimizer, scheduler, generators,
+                        device)  # fmt: skip
         bar.advance(first)
         for epoch in range(first, cfg.epochs):
             total, count = torch.zeros((), device=device), 0
@@ -215,11 +217,20 @@ def train_classifier(
                          device)  # fmt: skip
     finish_training(model, speed)
     model.eval()
-    seconds = time.perf_counter() - start
+    seconds = time.perf_counter() - start + spent.resumed_seconds  # the killed runs' part too
     log.info(
         "%s: %d epochs in %.1fs, final loss %.4f", description, cfg.epochs, seconds, loss_value
     )
     return TrainResult(seconds=seconds, final_loss=loss_value)
+
+
+def loop_meter(ckpt: EpochCheckpoint | None) -> tuple[Cost, float]:
+    """The loop's own counter and start time; its checkpoints carry the cost so far (with the
+    seconds of earlier, killed runs), and a resume adds that to every open counter."""
+    spent, start = Cost(), time.perf_counter()
+    if ckpt is not None:
+        ckpt.spent, ckpt.started = spent, start
+    return spent, start
 
 
 def resumed(ckpt, description: str, epochs: int, *state) -> int:

@@ -158,7 +158,7 @@ def sisa(model: nn.Module, split: ForgetSplit, ctx: UnlearnContext, opts: SisaOp
             removed=split.validation_idx,  # held out from every model, SISA's shards included
             checkpoint_dir=ctx.checkpoint_dir,
         ).fit()  # fmt: skip
-    setup = time.perf_counter() - start
+    setup = time.perf_counter() - start + setup_cost.resumed_seconds  # slices done before a kill
     ctx.untimed_seconds += setup
     ctx.untimed_cost = setup_cost
     counts = trainer.forget(split.forget_idx.tolist())
