@@ -1,5 +1,6 @@
-"""msg, conv_transpose and delete (issue 16) and NG+ as Deep Unlearn defines it: what each
-promises, on the synthetic data of tests/test_methods.py."""
+"""msg, conv_transpose and delete (issue 16) and negative_gradient's NG+-style defaults: what each
+promises, on the synthetic data of tests/test_methods.py (Deep Unlearn's own NG+, `ngplus`:
+tests/test_ngplus.py)."""
 
 from __future__ import annotations
 
@@ -117,9 +118,10 @@ def test_delete_forgets_a_class_and_says_samples_are_unsuited(trained, make_cfg,
     assert "not suited to forgetting samples" in caplog.text
 
 
-def test_negative_gradient_defaults_are_deep_unlearns_ng_plus(trained, make_cfg):  # noqa: F811
-    """NG+ (Deep Unlearn): alpha = 0.95 of retain descent, 0.05 of forget ascent, batch-norm
-    statistics frozen. Our negative_gradient's defaults are exactly that."""
+def test_negative_gradient_defaults_mix_retain_descent_and_freeze_norm(trained, make_cfg):  # noqa: F811
+    """negative_gradient's NG+-style defaults: 0.95 of retain descent, 0.05 of forget ascent,
+    batch-norm statistics frozen (its budget, lr and clipping are its own; ngplus is the
+    published NG+)."""
     cfg = make_cfg(*METHOD_DATA, "method=negative_gradient")
     opts = method_options(cfg.method, "class")
     assert opts.mix == 0.95 and opts.freeze_norm is True

@@ -545,9 +545,10 @@ model cache; for fresh timings run `make bench` on a quiet machine after
 `rm -r outputs/cache/models`.
 Literature reference (CIFAR-10, ResNet-18, random 10%, SalUn Table 1): avg gap fine-tune 3.78,
 gradient ascent 4.12, influence unlearning 4.06, random labels 7.15, SalUn 1.15 at 16x retrain.
-`negative_gradient` runs with its defaults, which are NG+ as Deep Unlearn (arXiv 2410.01276)
-defines it (mix 0.95 of retain descent and forget ascent, batch-norm statistics frozen): the
-baseline that paper says to beat; `msg` and `conv_transpose` are the two methods it ranks best.
+`ngplus` is NG+ as Deep Unlearn (arXiv 2410.01276) runs it, with its published defaults (10
+passes over the retain set, lr 0.01, batch 256, no clipping, eval mode): the baseline that paper
+says to beat; `negative_gradient` is our NG+-style method with defaults tuned here. `msg` and
+`conv_transpose` are the two methods that paper ranks best.
 Each scenario's "Inside the model" table holds the penultimate-layer evidence (README, "What
 the representation figures can and cannot show"): linear-probe and 5-NN accuracy on the
 forgotten class and on all classes (class forgetting), linear CKA to the retrained model's

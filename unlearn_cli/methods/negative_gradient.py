@@ -5,6 +5,10 @@ plain gradient ascent; about 0.95 is the NegGrad+ variant. Ascent has no natural
 once forget accuracy reaches what a retrained model would show (see `forget_target`), after
 `forget_epochs` passes over the forget set (or `max_steps` steps) at the latest,
 or when a loss or weight stops being finite (the last good weights are restored).
+
+This is our NG+-style method: its defaults (batch 64, lr 0.001, clipping at 5, a budget in forget
+passes, the early stop) were tuned on the benchmark. NG+ as Deep Unlearn publishes it (a fixed
+budget of retain passes, lr 0.01, batch 256, no clipping, eval mode) is `ngplus`.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@
 `batch_loss(step) -> loss`; `step_loop` owns the optimizer and its cosine schedule, gradient
 clipping, the optional EWC penalty (`ewc_lambda`), an optional gradient mask (weights outside it
 stay bit-identical), optional per-weight gradient scales (msg) and the divergence guard. The
-schedule is cosine annealing, or a linear warm-up then linear decay to 0 (msg).
+schedule is cosine annealing, a linear warm-up then linear decay to 0 (msg), or a constant
+learning rate (ngplus).
 `StepLoopOptions` declares the options they share.
 """
 
@@ -25,7 +26,7 @@ from unlearn_cli.methods.base import UnlearnContext
 from unlearn_cli.methods.common import DivergenceGuard, to_train_mode
 from unlearn_cli.methods.importance import diagonal_fisher, subsample
 from unlearn_cli.options import Count, Momentum, NonNegative, Optimizer, Options, Positive, opt
-from unlearn_cli.training import make_optimizer
+from unlearn_cli.training import make_optimizer, make_scheduler
 
 log = logging.getLogger(__name__)
 
@@ -96,16 +97,20 @@ def step_loop(
     mask: dict[str, torch.Tensor] | None = None,
     grad_scale: dict[str, torch.Tensor] | None = None,
     warmup_steps: int | None = None,
+    constant_lr: bool = False,
 ) -> nn.Module:
     """Run `total_steps` optimizer steps on `batch_loss(step)`; record steps and divergence.
 
     `grad_scale`: parameter name -> a tensor multiplying its gradient before each step.
     `warmup_steps`: None for the cosine schedule; else the lr rises linearly over that many
-    steps, then falls linearly to 0 at the last step."""
+    steps, then falls linearly to 0 at the last step. `constant_lr`: no schedule at all."""
     optimizer = make_optimizer(
         model.parameters(), opts.optimizer, opts.lr, opts.weight_decay, opts.momentum
     )
-    schedule = lr_schedule(optimizer, total_steps, warmup_steps)
+    if constant_lr:
+        schedule = make_scheduler(optimizer, "constant", opts.lr, total_steps)
+    else:
+        schedule = lr_schedule(optimizer, total_steps, warmup_steps)
     ewc = EwcPenalty(model, split, ctx, opts) if opts.ewc_lambda else None
     frozen = None
     if mask is not None:  # copies of the weights that must not move
