@@ -125,6 +125,30 @@ def test_ulira_populations_are_unlearned_and_retrained_shadows(make_cfg, tmp_pat
     assert {"ulira_original", "ulira_retrain", "shadow"} <= entries
 
 
+def test_ulira_class_forgetting_removes_the_whole_class_from_every_pair(make_cfg, tmp_path,
+                                                                        monkeypatch):  # fmt: skip
+    """Class forgetting: side A trained on the class and the method removed all its images; side
+    B never saw it. The run's retrained model reads as B, its original (never unlearned) as A."""
+    calls = []
+    real = methods.run_method
+
+    def spy(name, model, split, ctx, opts=None):
+        calls.append((name, split.forget_idx.copy()))
+        return real(name, model, split, ctx, opts)
+
+    monkeypatch.setattr(methods, "run_method", spy)
+    cfg = make_cfg(*TINY, "evaluation=ulira", "evaluation.lira.shadow_models=2", "method=finetune")
+    data = run_experiment(cfg, tmp_path / "run")
+    split = split_of(cfg)
+    assert split.scenario == "class"
+    shadow_calls = [f for name, f in calls if name == "finetune"]  # the shadows' only
+    assert len(shadow_calls) == 2
+    assert all(np.array_equal(f, split.forget_idx) for f in shadow_calls)
+    assert (split.data.y_train[split.forget_idx] == split.forget_classes[0]).all()
+    models = data["models"]
+    assert models["retrain"]["ulira_member"] < 10 < 90 < models["original"]["ulira_member"]
+
+
 def test_ulira_of_exact_retraining_is_50(make_cfg, tmp_path):
     """method=retrain: side A is side B and the unlearned model is the retrained one."""
     cfg = make_cfg(*TINY, "evaluation=ulira", "evaluation.lira.shadow_models=2", "method=retrain",
