@@ -10,10 +10,10 @@ samples that look trained-on: high for the original, low for a retrained model.
 
 `evaluation=ulira`: U-LiRA (Hayes et al. 2024, "Inexact unlearning needs more careful
 evaluations to avoid a false sense of privacy"). The question is not "was x trained on" but "was
-x trained on and then unlearned by the method, or was the model retrained without x". As in the
-paper, the two populations come from shadow *pairs* built the same way up to the unlearning:
-one model trains with x and the method unlearns a forget set holding x, the other trains from
-scratch on the same data minus that forget set. Here the deletion request is the run's own
+x trained on and then unlearned by the method, or was the model retrained without x". The two
+populations come from shadow *pairs* built the same way up to the unlearning: one model trains
+with x and the method unlearns a forget set holding x, the other trains from scratch on the same
+data minus that forget set. Here the deletion request is the run's own
 forget set F and the data are the run's own, so the populations are the distributions the run's
 two scored models are drawn from, with only the seed (initialisation and batch order) varying.
 Pair k (k = 0..K-1) has seed s_k, the K integers from `lira.seed` up that are neither the run's
