@@ -1,11 +1,29 @@
-"""The shadow-model likelihood-ratio attack (evaluation=lira)."""
+"""Shadow-model likelihood-ratio attacks: LiRA (evaluation=lira), U-LiRA (evaluation=ulira)."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
 
-from unlearn_cli.evaluation.lira import lira_member_pct, shadow_membership
-from unlearn_cli.run import run_experiment
+import unlearn_cli.methods as methods
+from unlearn_cli.data import load_dataset
+from unlearn_cli.data.spec import split_from_config
+from unlearn_cli.evaluation import lira
+from unlearn_cli.evaluation.lira import (
+    add_ulira,
+    lira_member_pct,
+    looks_unlearned,
+    pair_seeds,
+    shadow_membership,
+    ulira_accuracy,
+)
+from unlearn_cli.methods.retrain import RetrainOptions
+from unlearn_cli.models import build_model
+from unlearn_cli.run import build_models, run_experiment
+from unlearn_cli.training import train_classifier
+from unlearn_cli.validate import validate_config
 
 from .conftest import TINY
 
@@ -38,30 +56,162 @@ def test_lira_run_separates_original_from_retrain(make_cfg, tmp_path):
     assert 0 <= rows["unlearned"]["lira_member"] <= 100
 
 
-def test_ulira_unlearns_the_shadows_with_the_runs_method(make_cfg, tmp_path, monkeypatch):
-    """Issue 12 bug 5: U-LiRA's "in" Gaussian comes from shadows that trained on x *and then ran
-    the method* on the forget samples they held; plain LiRA never calls the method."""
-    import unlearn_cli.methods as methods
+def test_ulira_scores_on_hand_made_gaussians():
+    n, k, noise = 300, 8, np.random.default_rng(1).normal
+    mu_b = noise(0, 1, n)  # per-example means: the retrained side,
+    mu_a = mu_b + 4  # and the unlearned side (the method left the samples likelier)
+    phi_a, phi_b = mu_a + noise(0, 0.5, (k, n)), mu_b + noise(0, 0.5, (k, n))
+    kept, usable = looks_unlearned(mu_a + noise(0, 0.5, n), phi_a, phi_b)
+    gone, _ = looks_unlearned(mu_b + noise(0, 0.5, n), phi_a, phi_b)
+    assert usable.all() and kept.mean() > 0.95 and gone.mean() < 0.05
+    assert ulira_accuracy(kept, gone) > 95
+    assert ulira_accuracy(gone, gone) == 50  # one model scored twice: no telling them apart
+    same, _ = looks_unlearned(mu_b, phi_b, phi_b)  # identical sides: nothing looks unlearned
+    assert not same.any()
 
+
+def test_ulira_pair_seeds_never_are_the_scored_models():
+    settings = {"seed": 1000, "shadow_models": 4}
+    cfg = OmegaConf.create({"seed": 1001, "evaluation": {"lira": settings}})
+    assert pair_seeds(cfg) == [1000, 1003, 1004, 1005]  # 1001: the run's, 1002: the noise floor's
+
+
+# Hard, memorised tiny data: a no-op is far from retraining on the forget samples.
+MEMORISED = [*TINY, "dataset.noise=3.0", "dataset.samples_per_class=100",
+             "model.train.epochs=40", "forget_fraction=0.2", "evaluation=ulira",
+             "evaluation.lira.shadow_models=4"]  # fmt: skip
+
+
+def test_ulira_populations_are_unlearned_and_retrained_shadows(make_cfg, tmp_path, monkeypatch):
+    """Issue 33: side A = trained on the forget set, then the run's method removed it; side B =
+    trained from scratch on the retain set. No shadow that only ran the method on other samples
+    stands for "retrained"; plain LiRA never calls the method."""
+    calls, trained = [], []
+    real_method, real_train = methods.run_method, lira.trained_shadow
+
+    def spy_method(name, model, split, ctx, opts=None):
+        calls.append((name, split.forget_idx.copy(), split.retain_idx.copy(), ctx.seed))
+        return real_method(name, model, split, ctx, opts)
+
+    def spy_train(cfg, split, device, kind, key, rows, seed, label):
+        trained.append((kind, np.sort(rows), seed))
+        return real_train(cfg, split, device, kind, key, rows, seed, label)
+
+    monkeypatch.setattr(methods, "run_method", spy_method)
+    monkeypatch.setattr(lira, "trained_shadow", spy_train)
+    base = [*TINY, "evaluation.lira.shadow_models=4", "forget_fraction=0.2",
+            "method=finetune", "method.retain_epochs=1"]  # fmt: skip
+    run_experiment(make_cfg(*base, "evaluation=lira"), tmp_path / "lira")
+    assert not [c for c in calls if c[0] == "finetune"]  # the run's own call goes elsewhere
+    assert {kind for kind, *_ in trained} == {"shadow"}
+    calls.clear()
+    trained.clear()
+    data = run_experiment(make_cfg(*base, "evaluation=ulira"), tmp_path / "ulira")
+    split = split_of(make_cfg(*base, "evaluation=ulira"))
+    shadow_calls = [c for c in calls if c[0] == "finetune"]
+    seeds = [1000, 1001, 1002, 1003]  # lira.seed up
+    assert [c[3] for c in shadow_calls] == seeds
+    for _, forget_idx, retain_idx, _ in shadow_calls:  # exactly the run's deletion request
+        assert np.array_equal(forget_idx, split.forget_idx)
+        assert np.array_equal(retain_idx, split.retain_idx)
+    built = {(kind, seed): rows for kind, rows, seed in trained if kind.startswith("ulira")}
+    for seed in seeds:
+        assert np.array_equal(built["ulira_original", seed], split.trainable_idx)
+        assert np.array_equal(built["ulira_retrain", seed], np.sort(split.retain_idx))
+    assert data["method_metrics"]["ulira_shadows"] == 4
+    assert 0 <= data["method_metrics"]["ulira_acc"] <= 100
+    assert 0 <= data["models"]["unlearned"]["ulira_member"] <= 100
+    entries = {p.name.split("-")[0] for p in (tmp_path / "cache" / "models").iterdir()}
+    assert {"ulira_original", "ulira_retrain", "shadow"} <= entries
+
+
+def test_ulira_class_forgetting_removes_the_whole_class_from_every_pair(make_cfg, tmp_path,
+                                                                        monkeypatch):  # fmt: skip
+    """Class forgetting: side A trained on the class and the method removed all its images; side
+    B never saw it. The run's retrained model reads as B, its original (never unlearned) as A."""
     calls = []
     real = methods.run_method
 
     def spy(name, model, split, ctx, opts=None):
-        calls.append((name, split.forget_idx.copy(), split.retain_idx.copy()))
+        calls.append((name, split.forget_idx.copy()))
         return real(name, model, split, ctx, opts)
 
     monkeypatch.setattr(methods, "run_method", spy)
-    base = [*TINY, "evaluation.lira.shadow_models=4", "forget_fraction=0.2",
-            "evaluation.plots=false", "evaluation.noise_floor=false", "method=finetune",
-            "method.retain_epochs=1"]  # fmt: skip
-    run_experiment(make_cfg(*base, "evaluation=lira"), tmp_path / "lira")
-    assert not [c for c in calls if c[0] == "finetune"]  # the run's own call goes elsewhere
-    data = run_experiment(make_cfg(*base, "evaluation=ulira"), tmp_path / "ulira")
-    shadow_calls = [c for c in calls if c[0] == "finetune"]
-    assert len(shadow_calls) == 4
-    forget = set(data["split"]["forget_ids"]) if "forget_ids" in data["split"] else None
-    for _, forget_idx, retain_idx in shadow_calls:
-        assert len(forget_idx) and not set(forget_idx) & set(retain_idx)
-    assert forget is None or len(forget) >= max(len(c[1]) for c in shadow_calls)
-    assert 0 <= data["method_metrics"]["ulira_acc"] <= 100
-    assert 0 <= data["models"]["unlearned"]["ulira_member"] <= 100
+    cfg = make_cfg(*TINY, "evaluation=ulira", "evaluation.lira.shadow_models=2", "method=finetune")
+    data = run_experiment(cfg, tmp_path / "run")
+    split = split_of(cfg)
+    assert split.scenario == "class"
+    shadow_calls = [f for name, f in calls if name == "finetune"]  # the shadows' only
+    assert len(shadow_calls) == 2
+    assert all(np.array_equal(f, split.forget_idx) for f in shadow_calls)
+    assert (split.data.y_train[split.forget_idx] == split.forget_classes[0]).all()
+    models = data["models"]
+    assert models["retrain"]["ulira_member"] < 10 < 90 < models["original"]["ulira_member"]
+
+
+def test_ulira_of_exact_retraining_is_50(make_cfg, tmp_path):
+    """method=retrain: side A is side B and the unlearned model is the retrained one."""
+    cfg = make_cfg(*TINY, "evaluation=ulira", "evaluation.lira.shadow_models=2", "method=retrain",
+                   "forget_fraction=0.2")  # fmt: skip
+    data = run_experiment(cfg, tmp_path / "run")
+    assert data["method_metrics"]["ulira_acc"] == pytest.approx(50)
+
+
+def test_ulira_tells_a_no_op_from_retraining(make_cfg, monkeypatch):
+    """Ground truth on a tiny model: a method that changes nothing (the run's unlearned model is
+    its original; the shadows' side A their originals) is far from retraining."""
+    cfg = make_cfg(*MEMORISED)
+    split, device = split_of(cfg), torch.device("cpu")
+    models = build_models(cfg, split, device).models
+    monkeypatch.setattr(methods, "run_method", with_fixtures(cfg, methods.run_method))
+    no_op = {"retrain": models["retrain"], "unlearned": models["original"]}
+    rows = {role: {} for role in no_op}
+    train = validate_config(cfg).model.train
+    scores = add_ulira(rows, no_op, split, cfg, device, "no_op", RetrainOptions(), train)
+    assert scores["ulira_acc"] > 75  # 84-89 over run seeds 0-3
+    assert rows["unlearned"]["ulira_member"] > rows["retrain"]["ulira_member"] + 50
+
+
+def test_ulira_cannot_tell_exact_unlearning_from_retraining(make_cfg, monkeypatch):
+    """Ground truth on a tiny model: an exact method that is not the reference itself (retraining
+    with another seed, for the shadows' side A and for the scored models) is near 50. One pair of
+    scored models carries model-level noise (45-59 over run seeds 0-3), so four pairs of
+    independent retrainings are scored and their mean is checked."""
+    cfg = make_cfg(*MEMORISED)
+    split, device = split_of(cfg), torch.device("cpu")
+    monkeypatch.setattr(methods, "run_method", with_fixtures(cfg, methods.run_method))
+    train = validate_config(cfg).model.train
+    phi_a, phi_b = lira.ulira_phis(cfg, split, device, "retrain_other_seed", RetrainOptions(),
+                                   train)  # fmt: skip
+    accs = []
+    for pair in range(4):
+        looks = [looks_unlearned(lira.phi_of(retrained(cfg, split, seed), split, device, 256),
+                                 phi_a, phi_b)[0] for seed in (2 * pair, 2 * pair + 1)]  # fmt: skip
+        accs.append(ulira_accuracy(looks[1], looks[0]))
+    assert abs(np.mean(accs) - 50) <= 8, accs
+
+
+def with_fixtures(cfg, real):
+    """run_method with two fixture methods: `no_op` and `retrain_other_seed`."""
+
+    def run(name, model, split, ctx, opts=None):
+        if name == "no_op":
+            return model
+        if name == "retrain_other_seed":  # exact unlearning, not the shadow's side B itself
+            return retrained(cfg, split, ctx.seed + 7919)
+        return real(name, model, split, ctx, opts)
+
+    return run
+
+
+def retrained(cfg, split, seed: int):
+    """A model trained from scratch on the retain set with `seed`: exact unlearning."""
+    data = split.data
+    model = build_model(cfg.model, data.input_shape, data.num_classes, seed)
+    train_classifier(model, data.x_train, data.y_train, cfg.model.train, torch.device("cpu"),
+                     seed, "retrain", rows=split.retain_idx)  # fmt: skip
+    return model
+
+
+def split_of(cfg):
+    return split_from_config(load_dataset(cfg.dataset, cfg.cache_dir), cfg)

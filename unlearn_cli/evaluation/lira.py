@@ -9,21 +9,55 @@ log N(phi; in) - log N(phi; out); above 0 it looks trained-on. `lira_member` is 
 samples that look trained-on: high for the original, low for a retrained model.
 
 `evaluation=ulira`: U-LiRA (Hayes et al. 2024, "Inexact unlearning needs more careful
-evaluations"). The question is not "was x trained on" but "is this an *unlearned* model or a
-*retrained* one". So the "in" Gaussian comes from shadows that trained on x **and then ran the
-run's unlearning method** (with its options) to remove the forget samples they held; "out" from
-shadows that never saw x (a retrained model's view). The attack is then applied to the run's
-unlearned model (positive) and its retrained model (negative); `ulira_acc` is the balanced
-accuracy over forget samples: 50% means the method's output cannot be told from retraining,
-100% that it always can. `ulira_member` per model is the % of forget samples that look
-unlearned-after-training. LiRA's numbers are reported beside it.
+evaluations to avoid a false sense of privacy"). The question is not "was x trained on" but "was
+x trained on and then unlearned by the method, or was the model retrained without x". The two
+populations come from shadow *pairs* built the same way up to the unlearning: one model trains
+with x and the method unlearns a forget set holding x, the other trains from scratch on the same
+data minus that forget set. Here the deletion request is the run's own
+forget set F and the data are the run's own, so the populations are the distributions the run's
+two scored models are drawn from, with only the seed (initialisation and batch order) varying.
+Pair k (k = 0..K-1) has seed s_k, the K integers from `lira.seed` up that are neither the run's
+seed nor the noise floor's (a shadow must not *be* a scored model):
+
+- "unlearned" side A: a model trained like the run's original (forget + retain set, seed s_k),
+  then the run's method with the run's options removes F: trained on x, then unlearned;
+- "retrained" side B: a model trained from scratch on the run's retain set (seed s_k), like the
+  run's retrained model: retrained without x.
+
+Every pair holds every forget sample, so each x has K values of phi per side. Per x, a Gaussian
+per side (per-example mean, the side's variance pooled over the forget set); a model looks
+"unlearned" on x when log N(phi; A) > log N(phi; B). `ulira_member` per model is the % of forget
+samples that look unlearned; `ulira_acc` is the balanced accuracy of calling the run's unlearned
+model "unlearned" and its retrained model "retrained" over the forget samples,
+50 * (P[unlearned looks A] + P[retrained looks B]): 50 means the method's output cannot be told
+from retraining, 100 that it always can. For `method=retrain`, side A *is* side B (as in the
+run, where the retrain method's result is the retrained reference): 50 by construction.
+
+Why not shadows on random halves, as LiRA's: that variation stands for an attacker's ignorance
+of the rest of the training set, which an evaluator does not have, and half-data shadows read
+the full-data scored models off-centre (a no-op method is told from retraining less often:
+docs/metrics.md). Every pair removes exactly F, so what the method does (it depends on the
+request: its size, a class removed whole) is what it did in the run.
+
+Class forgetting: F is every training image of the forgotten classes (outside the validation
+split); side A trained on the classes, then the method removed them; side B never saw them.
+Under B a forgotten class's images read very low; a method that leaves them likelier shows.
+
+Cost: 2K trainings of the run's size, cached (entries `ulira_original` and `ulira_retrain`,
+keyed by the dataset, the model and its training, the exact rows and the seed: the originals are
+shared by every forget set and method, the retrains by every method with the same forget set),
+and K method runs, recomputed each time like the run's own unlearned model. A method that leaves
+a shadow non-finite gets its last good weights, the shadow's original, as the run does. LiRA's
+numbers (its own K shadows) are reported beside it.
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
+import hashlib
+import itertools
 import logging
+import random
 from pathlib import Path
 
 import numpy as np
@@ -53,27 +87,33 @@ def shadow_models(cfg: DictConfig, split: ForgetSplit, device: torch.device):
     data, lira = split.data, cfg.evaluation.lira
     members = shadow_membership(data.num_train, lira.shadow_models, lira.seed)
     members[:, split.validation_idx] = False  # held out from every model, shadows included
-    cache = ModelCache(cfg.cache_dir)
     shadows = []
     for k, chosen in enumerate(members):
-        idx = torch.as_tensor(np.flatnonzero(chosen))
-
-        def fresh(k: int = k) -> nn.Module:
-            return build_model(cfg.model, data.input_shape, data.num_classes, lira.seed + k)
-
-        def train(staging: Path, k: int = k, idx: torch.Tensor = idx) -> nn.Module:
-            model = fresh(k)
-            train_classifier(model, data.x_train, data.y_train, cfg.model.train, device,
-                             lira.seed + k, f"shadow {k + 1}/{len(members)}", rows=idx.numpy(),
-                             feed=data.feed, checkpoint=staging / "shadow.ckpt")  # fmt: skip
-            return model
-
-        key = {"dataset": dataset_key(cfg.dataset, split.data),
-               "model": model_key(cfg.model),
-               "validation": split.validation_fingerprint(),
-               "shadow": k, "shadows_seed": lira.seed, "device_type": device.type}  # fmt: skip
-        shadows.append(cache.get_or_train("shadow", key, fresh, train).model.to(device))
+        key = {"validation": split.validation_fingerprint(), "shadow": k, "shadows_seed": lira.seed}
+        shadows.append(trained_shadow(cfg, split, device, "shadow", key, np.flatnonzero(chosen),
+                                      lira.seed + k, f"shadow {k + 1}/{len(members)}"))  # fmt: skip
     return shadows, members
+
+
+def trained_shadow(cfg: DictConfig, split: ForgetSplit, device: torch.device, kind: str,
+                   key: dict, rows: np.ndarray, seed: int, label: str) -> nn.Module:  # fmt: skip
+    """A model of the run's architecture trained on training `rows` with `seed` (initialisation
+    and batch order), from the model cache under `kind` and `key` plus the dataset, the model
+    config and the device type."""
+    data = split.data
+
+    def fresh() -> nn.Module:
+        return build_model(cfg.model, data.input_shape, data.num_classes, seed)
+
+    def train(staging: Path) -> nn.Module:
+        model = fresh()
+        train_classifier(model, data.x_train, data.y_train, cfg.model.train, device, seed, label,
+                         rows=rows, feed=data.feed, checkpoint=staging / "shadow.ckpt")  # fmt: skip
+        return model
+
+    key = {"dataset": dataset_key(cfg.dataset, data), "model": model_key(cfg.model), **key,
+           "device_type": device.type}  # fmt: skip
+    return ModelCache(cfg.cache_dir).get_or_train(kind, key, fresh, train).model.to(device)
 
 
 def phi_of(model: nn.Module, split: ForgetSplit, device, batch_size: int) -> np.ndarray:
@@ -124,45 +164,102 @@ def add_lira(rows: dict, models: dict, split: ForgetSplit, cfg: DictConfig, devi
     )
 
 
-def shadow_split(split: ForgetSplit, chosen: np.ndarray) -> ForgetSplit:
-    """The run's deletion request as a shadow trained on rows `chosen` receives it: forget the
-    forget samples it holds, keep the rest of its half."""
-    held = chosen[split.forget_idx]
-    forget = split.forget_idx[held]
-    retain = np.setdiff1d(np.flatnonzero(chosen), forget)
-    return dataclasses.replace(split, forget_idx=forget, retain_idx=retain)
+def rows_fingerprint(rows: np.ndarray) -> str:
+    """A short hash of exactly which training rows a shadow trains on (for its cache key)."""
+    return hashlib.sha256(np.sort(rows).astype(np.int64).tobytes()).hexdigest()[:16]
+
+
+def pair_seeds(cfg: DictConfig) -> list[int]:
+    """s_k of every U-LiRA pair: the K integers from `lira.seed` up, skipping the run's seed and
+    the noise floor's (cfg.seed + 1), whose models are the ones scored."""
+    lira, taken = cfg.evaluation.lira, {cfg.seed, cfg.seed + 1}
+    free = (s for s in itertools.count(lira.seed) if s not in taken)
+    return list(itertools.islice(free, lira.shadow_models))
+
+
+def ulira_pair(cfg: DictConfig, split: ForgetSplit, device, seed: int, label: str,
+               method_name: str, method_opts, train_cfg) -> tuple[nn.Module, ...]:  # fmt: skip
+    """One pair: (trained like the run's original, then the method removes the forget set;
+    trained from scratch on the retain set), both with `seed`."""
+    from unlearn_cli.methods import UnlearnContext, run_method
+
+    def shadow(kind: str, rows: np.ndarray, what: str) -> nn.Module:
+        key = {"rows": rows_fingerprint(rows), "seed": seed}
+        return trained_shadow(cfg, split, device, kind, key, rows, seed, f"U-LiRA {what} {label}")
+
+    retrained = shadow("ulira_retrain", split.retain_idx, "retrain")
+    if method_name == "retrain":  # the run's retrain result is its retrained reference too
+        return retrained, retrained
+    original = shadow("ulira_original", split.trainable_idx, "original")
+
+    def fresh() -> nn.Module:
+        return build_model(cfg.model, split.data.input_shape, split.data.num_classes, seed)
+
+    ctx = UnlearnContext(train_cfg, device, seed, fresh, cfg.evaluation.batch_size)
+    seed_globals(seed)  # methods that draw from the global generators repeat across runs
+    unlearned = run_method(method_name, copy.deepcopy(original), split, ctx, method_opts)
+    if not finite_on_forget(unlearned, split, device, cfg.evaluation.batch_size):
+        log.warning("U-LiRA: %s left shadow %s non-finite; keeping its original's weights",
+                    method_name, label)  # fmt: skip
+        unlearned = original
+    return unlearned, retrained
+
+
+def seed_globals(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def finite_on_forget(model: nn.Module, split: ForgetSplit, device, batch_size: int) -> bool:
+    from unlearn_cli.methods.common import is_finite_model
+
+    if not is_finite_model(model):
+        return False
+    return bool(np.isfinite(phi_of(model, split, device, batch_size)).all())
+
+
+def ulira_phis(cfg: DictConfig, split: ForgetSplit, device, method_name: str, method_opts,
+               train_cfg) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """phi of every forget sample under the K "unlearned" and the K "retrained" shadows."""
+    seeds, sides = pair_seeds(cfg), ([], [])
+    for k, seed in enumerate(seeds):
+        label = f"{k + 1}/{len(seeds)}"
+        pair = ulira_pair(cfg, split, device, seed, label, method_name, method_opts, train_cfg)
+        for side, model in zip(sides, pair, strict=True):
+            side.append(phi_of(model, split, device, cfg.evaluation.batch_size))
+        log.info("U-LiRA: pair %s done (%s)", label, method_name)
+    return np.stack(sides[0]), np.stack(sides[1])
+
+
+def looks_unlearned(phi: np.ndarray, phi_a: np.ndarray, phi_b: np.ndarray):
+    """Per forget sample: likelier under the "unlearned" Gaussian (A) than the "retrained" one
+    (B), and whether both sides have values."""
+    side_a = np.zeros((len(phi_a) + len(phi_b), phi.shape[-1]), dtype=bool)
+    side_a[: len(phi_a)] = True
+    return looks_in_mask(phi, np.concatenate([phi_a, phi_b]), side_a)
 
 
 def add_ulira(rows: dict, models: dict, split: ForgetSplit, cfg: DictConfig, device,
               method_name: str, method_opts, train_cfg) -> dict:  # fmt: skip
-    """U-LiRA: "in" = shadows that trained on x and then ran the method; "out" = shadows that
-    never saw x. Adds `ulira_member` to every row; returns {"ulira_acc": ...} for metrics.json."""
-    from unlearn_cli.methods import UnlearnContext, run_method
-
-    shadows, members = shadow_models(cfg, split, device)
-    lira, size = cfg.evaluation.lira, cfg.evaluation.batch_size
-    phis = []
-    for k, (shadow, chosen) in enumerate(zip(shadows, members, strict=True)):
-        sub = shadow_split(split, chosen)
-        if len(sub.forget_idx):  # remove what this shadow held of the forget set
-
-            def fresh(k: int = k) -> nn.Module:
-                return build_model(cfg.model, split.data.input_shape, split.data.num_classes,
-                                   lira.seed + k)  # fmt: skip
-
-            ctx = UnlearnContext(train_cfg, device, lira.seed + k, fresh, size)
-            shadow = run_method(method_name, copy.deepcopy(shadow), sub, ctx, method_opts)
-        phis.append(phi_of(shadow, split, device, size))
-        log.info("U-LiRA: shadow %d/%d unlearned with %s", k + 1, len(shadows), method_name)
-    shadow_phi, trained_on = np.stack(phis), members[:, split.forget_idx]
+    """U-LiRA (see the module docstring): adds `ulira_member` to every row; returns
+    {"ulira_acc": ..., "ulira_shadows": K} for metrics.json."""
+    phi_a, phi_b = ulira_phis(cfg, split, device, method_name, method_opts, train_cfg)
     looks = {}
     for role, model in models.items():
-        phi = phi_of(model, split, device, size)
-        looks[role], usable = looks_in_mask(phi, shadow_phi, trained_on)
+        phi = phi_of(model, split, device, cfg.evaluation.batch_size)
+        looks[role], usable = looks_unlearned(phi, phi_a, phi_b)
         rows[role]["ulira_member"] = (100.0 * float(np.mean(looks[role][usable]))
                                       if usable.any() else float("nan"))  # fmt: skip
-    # balanced accuracy of telling the unlearned model (in) from the retrained one (out)
-    acc = 50.0 * (np.mean(looks["unlearned"][usable]) + np.mean(~looks["retrain"][usable]))
-    log.info("U-LiRA with %d shadows: attack accuracy %.1f%% (50%% = like retraining)",
-             len(shadows), acc)  # fmt: skip
-    return {"ulira_acc": float(acc), "ulira_shadows": len(shadows)}
+    acc = ulira_accuracy(looks["unlearned"][usable], looks["retrain"][usable])
+    log.info("U-LiRA with %d shadow pairs: attack accuracy %.1f%% (50%% = like retraining)",
+             len(phi_a), acc)  # fmt: skip
+    return {"ulira_acc": acc, "ulira_shadows": len(phi_a)}
+
+
+def ulira_accuracy(unlearned_looks: np.ndarray, retrain_looks: np.ndarray) -> float:
+    """Balanced accuracy (%) of calling the unlearned model "unlearned" and the retrained one
+    "retrained", sample by sample."""
+    if not len(unlearned_looks):
+        return float("nan")
+    return 50.0 * float(np.mean(unlearned_looks) + np.mean(~retrain_looks))

@@ -11,8 +11,12 @@ from unlearn_cli.options import Count, Natural, Options, Range, opt, parse
 
 @dataclass(frozen=True)
 class LiraOptions(Options):
-    shadow_models: Annotated[int, Range(ge=2)] = opt(8, "shadow models, each on a random half")
-    seed: Natural = opt(1000, "shadow subsets and initialisation")
+    shadow_models: Annotated[int, Range(ge=2)] = opt(
+        8, "LiRA: shadow models, each on a random half; U-LiRA: shadow pairs (and LiRA's beside)"
+    )
+    seed: Natural = opt(
+        1000, "LiRA: shadow subsets and initialisation; U-LiRA: the pairs' seeds count up from it"
+    )
 
 
 @dataclass(frozen=True)
