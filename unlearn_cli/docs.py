@@ -26,11 +26,23 @@ def value_text(value) -> str:
 
 
 def schema_table(schema: type, prefix: str) -> list[str]:
-    hints, defaults = hints_of(schema), defaults_of(schema)
-    lines = ["| option | allowed | default | meaning |", "|---|---|---|---|"]
+    return ["| option | allowed | default | meaning |", "|---|---|---|---|",
+            *schema_rows(schema, prefix)]  # fmt: skip
+
+
+def schema_rows(schema: type, prefix: str, defaults: dict | None = None) -> list[str]:
+    """One row per field; a nested schema's fields follow under its dotted prefix, with the
+    defaults its parent gives them (rum's per-group method options: `method.influence.scale`)."""
+    hints = hints_of(schema)
+    defaults = defaults_of(schema) if defaults is None else defaults
+    lines = []
     for f in fields_of(schema):
-        if dataclasses.is_dataclass(defaults.get(f.name)) or isinstance(defaults[f.name], dict):
-            continue  # nested schemas (model.train) have a table of their own
+        nested = hints[f.name]
+        if isinstance(nested, type) and dataclasses.is_dataclass(nested):
+            lines += schema_rows(nested, f"{prefix}{f.name}.", defaults[f.name])
+            continue
+        if isinstance(defaults[f.name], dict):
+            continue  # an optional settings block (a table of its own)
         allowed = describe(hints[f.name]).replace("|", "\\|")
         meaning = f.metadata.get("help", "").replace("|", "\\|")
         default = f"`{value_text(defaults[f.name])}`"
