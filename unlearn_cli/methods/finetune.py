@@ -21,6 +21,13 @@ from unlearn_cli.options import Auto, Count, Positive, by_targets, opt
 @dataclass(frozen=True)
 class FinetuneOptions(StepLoopOptions):
     renamed = {"epochs": "retain_epochs"}
+    unsuited = {
+        "class": "on the tuning seeds no setting forgets the class without wrecking the model "
+        "(configs/sweep/tune_finetune_class.yaml): lr 0.04 forgets it at RA 65 / 54 (full / "
+        "memorising; retrain 98.6 / 100), lr 0.02 leaves it 25-30% recognised on the full "
+        "variant while costing 10-18 points of retain accuracy on the memorising one, and lower "
+        "rates do not forget it (UA 7-57)",
+    }
     unsuited_memorising = (
         "fine-tuning on the retain set does not make memorised samples unseen: UA 1.7 at its "
         "2 retain passes and 1.5 at 10 (retrain 10.3) on the tuning seeds, avg_gap 7.86 / "

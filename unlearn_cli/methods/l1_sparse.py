@@ -25,6 +25,7 @@ from unlearn_cli.options import Auto, NonNegative, Positive, by_targets, opt
 class L1SparseOptions(FinetuneOptions):
     """finetune's options (the same retain passes), plus the penalty's strength."""
 
+    unsuited = {}  # its own finding, not finetune's (its sweeps are its own)
     unsuited_memorising = (
         "fine-tuning on the retain set, sparse or not, does not make memorised samples unseen: UA "
         "1.6 at its 2 retain passes and 1.3 at 10 (retrain 10.3) on the tuning seeds, avg_gap "
