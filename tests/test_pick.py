@@ -110,4 +110,5 @@ def test_a_run_that_forgets_by_wrecking_the_model_says_so_under_its_table(
     after, ref = data["models"]["unlearned"], data["models"]["retrain"]
     assert after["UA"] > 80  # both forgot the class
     assert ("forgot by damaging the model" in shown) == warned
+    assert "finetune is documented as unsuited to forgetting a class" in shown  # issue 40
     assert (ref["TA"] - after["TA"] > 5) == warned

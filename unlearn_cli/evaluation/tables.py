@@ -53,7 +53,8 @@ def write_csv(frame: pd.DataFrame, path) -> None:
 
 def metrics_by_model_table(frame: pd.DataFrame, title: str, caption: str | None = None) -> Table:
     """Metrics as rows and models as columns: a few models fit any terminal width."""
-    table = Table(title=title, header_style="bold", caption=caption)
+    # Left-justified: the caption holds sentences (warnings, the noise floor), one per line.
+    table = Table(title=title, header_style="bold", caption=caption, caption_justify="left")
     table.add_column("metric")
     for name in frame["name"]:
         table.add_column(str(name), justify="right")

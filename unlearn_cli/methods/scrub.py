@@ -56,7 +56,7 @@ class ScrubOptions(Options):
         "samples": "its samples defaults beat doing nothing on the tuning seeds but not on the "
         "benchmark's report seeds of the full variant (avg_gap 2.75 vs the original's 2.72; on "
         "the memorising variant 7.80 vs 8.50): on a model that barely overfits, its max steps "
-        "cost more retain accuracy than the forget set gains"
+        "cost more retain accuracy than the forget set gains",
     }
     renamed = {"epochs": "rounds", "msteps": "max_rounds", "alpha": "kl_weight",
                "gamma": "ce_weight"}  # fmt: skip
