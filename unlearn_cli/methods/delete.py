@@ -41,6 +41,11 @@ from unlearn_cli.options import Count, Positive, opt
 @dataclass(frozen=True)
 class DeleteOptions(StepLoopOptions):
     unsuited = {
+        "class": "on the tuning seeds no setting forgets the class and keeps validation and "
+        "retain accuracy within 5 points of retrain's on both variants "
+        "(configs/sweep/tune_delete_class.yaml): its default (lr 0.001, 2 passes) forgets on "
+        "both but costs 7-8 points of validation accuracy on the memorising one (TA 85-88 vs "
+        "retrain's 92), and gentler settings leave the class recognised there",
         "samples": "it is a class-wise method: masking each forget sample's true class moves it "
         "to the teacher's second choice (forget accuracy toward 0), while a model retrained "
         "without the samples still classifies them like unseen data (about its test accuracy); "
