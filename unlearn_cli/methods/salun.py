@@ -26,6 +26,12 @@ from unlearn_cli.options import Auto, Count, NonNegative, Positive, Range, by_ta
 @dataclass(frozen=True)
 class SalunOptions(StepLoopOptions):
     renamed = {"epochs": "forget_epochs"}
+    unsuited = {
+        "class": "on the tuning seeds no setting forgets the class and keeps validation and "
+        "retain accuracy within 5 points of retrain's (configs/sweep/tune_salun_class.yaml): "
+        "every setting costs 4-11 points of retain accuracy on the full variant (RA 87-94 vs "
+        "retrain's 98.6) and up to 23 points of validation accuracy on the memorising one",
+    }
     unsuited_memorising = (
         "its one gentle pass leaves UA 0 (retrain 10.3) on the tuning seeds; ten passes reach "
         "UA 5.9 but cost 8 points of test accuracy (TA 83.4 vs 91.8), avg_gap 8.20 vs doing "
