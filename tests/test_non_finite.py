@@ -107,7 +107,8 @@ def test_every_float_option_refuses_non_finite_numbers(where, schema, path, arm,
         parse(schema, node, "x", skip=())
     message = str(caught.value)
     assert "\n" not in message
-    assert f"x.{'.'.join(path)} must be a finite number" in message, message
+    finite = "finite numbers" if is_list else "a finite number"
+    assert f"x.{'.'.join(path)} must be {finite}" in message, message
     assert repr(value) in message
 
 

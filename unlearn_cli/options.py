@@ -229,7 +229,9 @@ def is_number(value: Any) -> bool:
 
 
 def non_finite(value: Any) -> bool:
-    """nan, inf or -inf (Hydra parses `lr=nan` and `lr=inf` as such floats)."""
+    """nan, inf or -inf, or a list holding one (Hydra parses `lr=nan` and `lr=inf` as floats)."""
+    if isinstance(value, list | tuple):
+        return any(non_finite(v) for v in value)
     return isinstance(value, float) and not math.isfinite(value)
 
 
@@ -239,7 +241,8 @@ def coerce(hint: Any, value: Any, where: str, key: str) -> Any:
     if not ok:
         error = fail(where, key, describe(hint), value)
         if non_finite(value):  # nan passes every "refuse if <= 0" test: say what is wrong
-            error = fail(where, key, f"a finite number ({describe(hint)})", value)
+            what = "finite numbers" if isinstance(value, list | tuple) else "a finite number"
+            error = fail(where, key, f"{what} ({describe(hint)})", value)
         words = [c for c in choices_of(hint) if isinstance(c, str)]
         close = difflib.get_close_matches(str(value), words, n=1, cutoff=0.6)
         if isinstance(value, str) and close:

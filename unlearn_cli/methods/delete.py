@@ -50,7 +50,7 @@ class DeleteOptions(StepLoopOptions):
         "to the teacher's second choice (forget accuracy toward 0), while a model retrained "
         "without the samples still classifies them like unseen data (about its test accuracy); "
         "no setting of configs/sweep/tune_delete_samples.yaml beat doing nothing on the full "
-        "variant (avg_gap 14.6 vs 2.6)"
+        "variant (avg_gap 14.6 vs 2.6)",
     }
     # lr 0.001 for 2 epochs, the best of configs/sweep/tune_delete_class.yaml (0.01 and above
     # collapse retain accuracy: nothing but the forget images anchors the other classes).
