@@ -5,9 +5,10 @@ benchmark variants. A setting may become a default only if, on every tuning seed
 - it keeps utility: validation accuracy (`val_acc`) and retain accuracy (RA) within
   `UTILITY_POINTS` of the retrained model's (a default must not forget by wrecking the model);
 - for a class, it forgets it: UA within `FORGOT_POINTS` of retrain's;
-and, per variant, its mean `val_gap` is below doing nothing's (the original's). Among those, the
-pick leaves the least share of the do-nothing gap (mean val_gap / the original's, averaged over
-the variants so the memorising variant's larger gaps do not drown the other). Every figure is
+and, per variant, its mean `val_gap` is below NOTHING_SHARE of doing nothing's (the original's).
+Among those, the pick leaves the least share of the do-nothing gap (mean val_gap / the
+original's, averaged over the variants so the memorising variant's larger gaps do not drown the
+other). Every figure is
 `val_gap` or a validation/retain figure: the test set plays no part in the choice. Where no
 setting qualifies, the method is unsuited to that scenario and says so (`Options.unsuited`).
 """
@@ -20,6 +21,10 @@ from unlearn_cli.evaluation.metrics import UTILITY_POINTS
 from unlearn_cli.evaluation.report import FLOOR, ORIGINAL
 
 FORGOT_POINTS = 10.0  # a class counts as forgotten when UA is this close to retrain's
+# "Beats doing nothing" means by more than noise: a setting that leaves 99% of the do-nothing
+# gap (adversarial's gentlest samples rate on the memorising variant: UA 0, as the original's)
+# changes nothing a user could rely on.
+NOTHING_SHARE = 0.95
 # the report's reference rows: every other row is a setting of the grid
 REFERENCES = ("retrain", ORIGINAL, FLOOR)
 PICK_COLUMNS = ("setting", "share", "worst_val_drop", "worst_ra_drop", "forgot", "verdict")
@@ -53,7 +58,7 @@ def judge(part: pd.DataFrame, is_class: bool) -> dict:
         reasons.append(f"loses more than {UTILITY_POINTS:g} points of accuracy")
     if is_class and not forgot:
         reasons.append("leaves the class recognised on some seed")
-    if not (shares < 1).all():
+    if not (shares < NOTHING_SHARE).all():
         reasons.append("no better than doing nothing")
     return {
         "share": float(shares.mean()),
@@ -90,8 +95,8 @@ def pick_summary(table: pd.DataFrame) -> list[str]:
     for scenario, part in table.groupby("scenario", sort=False):
         picked = part[part["verdict"] == "picked"]
         if picked.empty:
-            lines.append(f"{scenario}: no setting forgets and keeps utility on every tuning seed; "
-                         "document the method as unsuited here")  # fmt: skip
+            lines.append(f"{scenario}: no setting forgets, keeps utility and beats doing nothing "
+                         "on every tuning seed; document the method as unsuited here")  # fmt: skip
         else:
             row = picked.iloc[0]
             lines.append(f"{scenario}: pick {row['setting']} (share of doing nothing's val_gap "

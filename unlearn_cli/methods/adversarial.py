@@ -50,6 +50,13 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class AdversarialOptions(Options):
     renamed = {"epochs": "forget_epochs"}
+    unsuited = {
+        "samples": "on the tuning seeds no rate beats doing nothing by more than noise on both "
+        "variants (configs/sweep/tune_adversarial_samples.yaml, val_gap): 1e-4 and 3e-4 leave "
+        "the memorising variant's forget samples as the original has them (UA 0, 98-99% of "
+        "the do-nothing gap left), and 1e-3, the earlier default, is no better than doing "
+        "nothing there and costs up to 11 points of validation accuracy on a seed",
+    }
     unsuited_memorising = (
         "it leaves UA 5.4 ± 3.9 (retrain 10.3) on the tuning seeds, forgetting on some and "
         "not on others, at a 6-point test-accuracy cost (TA 85.6 vs 91.8), avg_gap 7.68 vs "
