@@ -14,8 +14,11 @@ from unlearn_cli.run import run_experiment, utility_warning
 
 from .conftest import TINY
 
-RETRAIN = {"UA": 100.0, "RA": 98.0, "TA": 95.0, "MIA": 90.0, "val_acc": 95.0, "val_gap": 0.0}
-ORIGINAL = {"UA": 1.0, "RA": 99.0, "TA": 95.5, "MIA": 5.0, "val_acc": 95.5, "val_gap": 46.0}
+# Settings built from these take their cost_ratio (5x cheaper than retraining) unless they say.
+RETRAIN = {"UA": 100.0, "RA": 98.0, "TA": 95.0, "MIA": 90.0, "val_acc": 95.0, "val_gap": 0.0,
+           "cost_ratio": 5.0}  # fmt: skip
+ORIGINAL = {"UA": 1.0, "RA": 99.0, "TA": 95.5, "MIA": 5.0, "val_acc": 95.5, "val_gap": 46.0,
+            "cost_ratio": 5.0}  # fmt: skip
 VARIANTS = ("animal_mnist", "animal_mnist[train_limit=2000]")
 
 
@@ -57,6 +60,16 @@ def test_the_pick_skips_a_setting_that_wrecks_the_model_on_one_seed(tmp_path):
     assert table.loc["finetune (lr=0.001)", "verdict"] == "eligible"
     assert table.loc["finetune (lr=0.01)", "share"] == pytest.approx(3.0 / 46.0)
     assert "pick finetune (lr=0.01)" in pick.pick_summary(pick.pick_table(per_seed))[0]
+
+
+def test_a_setting_as_costly_as_retraining_is_not_a_default(tmp_path):
+    def slow(seed, dataset):  # the best val_gap, at retrain's cost on one variant
+        return {**good(1.0)(seed, dataset), "cost_ratio": 0.8 if dataset == VARIANTS[0] else 3.0}
+
+    per_seed = tuning_sweep(tmp_path, {0.1: slow, 0.01: good(3.0)})
+    table = pick.pick_table(per_seed).set_index("setting")
+    assert "costs as much as retraining" in table.loc["finetune (lr=0.1)", "verdict"]
+    assert table.loc["finetune (lr=0.01)", "verdict"] == "picked"
 
 
 def test_no_setting_that_forgets_and_keeps_utility_means_unsuited(tmp_path):

@@ -5,6 +5,8 @@ benchmark variants. A setting may become a default only if, on every tuning seed
 - it keeps utility: validation accuracy (`val_acc`) and retain accuracy (RA) within
   `UTILITY_POINTS` of the retrained model's (a default must not forget by wrecking the model);
 - for a class, it forgets it: UA within `FORGOT_POINTS` of retrain's;
+- it costs less than retraining (`cost_ratio` > 1: counted sample passes, no clock), or exact
+  retraining, which needs no approximation, is the better default;
 and, per variant, its mean `val_gap` is below NOTHING_SHARE of doing nothing's (the original's).
 Among those, the pick leaves the least share of the do-nothing gap (mean val_gap / the
 original's, averaged over the variants so the memorising variant's larger gaps do not drown the
@@ -27,7 +29,8 @@ FORGOT_POINTS = 10.0  # a class counts as forgotten when UA is this close to ret
 NOTHING_SHARE = 0.95
 # the report's reference rows: every other row is a setting of the grid
 REFERENCES = ("retrain", ORIGINAL, FLOOR)
-PICK_COLUMNS = ("setting", "share", "worst_val_drop", "worst_ra_drop", "forgot", "verdict")
+PICK_COLUMNS = ("setting", "share", "worst_val_drop", "worst_ra_drop", "forgot", "cost_ratio",
+                "verdict")  # fmt: skip
 
 
 def with_references(per_seed: pd.DataFrame) -> pd.DataFrame:
@@ -58,6 +61,8 @@ def judge(part: pd.DataFrame, is_class: bool) -> dict:
         reasons.append(f"loses more than {UTILITY_POINTS:g} points of accuracy")
     if is_class and not forgot:
         reasons.append("leaves the class recognised on some seed")
+    if not (part["cost_ratio"] > 1).all():
+        reasons.append("costs as much as retraining")
     if not (shares < NOTHING_SHARE).all():
         reasons.append("no better than doing nothing")
     return {
@@ -65,6 +70,7 @@ def judge(part: pd.DataFrame, is_class: bool) -> dict:
         "worst_val_drop": float(worst_val),
         "worst_ra_drop": float(worst_ra),
         "forgot": "yes" if forgot else "no",
+        "cost_ratio": float(part["cost_ratio"].min()),
         "verdict": "; ".join(reasons) or "eligible",
         "variants": int(len(shares)),
         "runs": int(len(part)),

@@ -35,7 +35,7 @@ class BoundaryShrinkOptions(StepLoopOptions):
         "samples": "it relabels every forget sample with its nearest wrong class, but a model "
         "retrained without random samples still classifies most of them correctly; no lr of the "
         "tuning grid (0.0003 to 0.003, 1 epoch) beat doing nothing on the full benchmark variant "
-        "(configs/sweep/tune_boundary_shrink_samples.yaml)"
+        "(configs/sweep/tune_boundary_shrink_samples.yaml)",
     }
     fgsm_eps: Positive = opt(0.25, "FGSM step in standardised pixel units")
     forget_epochs: Count = opt(3, "passes over the forget set")

@@ -48,6 +48,11 @@ def require_conv_layers(model: nn.Module, method: str) -> None:
 @dataclass(frozen=True)
 class MsgOptions(StepLoopOptions):
     unsuited = {
+        "class": "on the tuning seeds it keeps validation and retain accuracy within 5 points "
+        "of retrain's only when it costs as much as retraining (configs/sweep/tune_msg_class"
+        ".yaml): 4-10 retain epochs forget the class but leave retain accuracy 6-13 points "
+        "below retrain's on the memorising variant, and 15, which keeps it, needs more sample "
+        "passes than retraining on the full variant (cost_ratio 0.79)",
         "samples": "on the memorising variant it is no better than doing nothing by more than "
         "the spread over seeds, and over-forgets (the best of configs/sweep/tune_msg_samples.yaml: "
         "avg_gap 8.86 vs the original's 8.92 on the tuning seeds; on the report seeds 8.59 vs 8.50 "

@@ -48,7 +48,7 @@ class SisaOptions(Options):
         "ensemble of shard models is weaker than one model trained on everything (retain "
         "accuracy ~87-89% vs 98% on the benchmark), so its avg_gap to a single retrained model "
         "exceeds doing nothing for random samples at every shard/slice setting of "
-        "configs/sweep/tune_sisa.yaml (13 vs 2.6 on the tuning seeds)"
+        "configs/sweep/tune_sisa.yaml (13 vs 2.6 on the tuning seeds)",
     }
     shards: Count = opt(3, "ensemble members, each trained on a disjoint shard")
     slices: Count = opt(2, "slices per shard, with a checkpoint after each")
