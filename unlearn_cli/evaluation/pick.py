@@ -87,7 +87,9 @@ def pick_table(per_seed: pd.DataFrame) -> pd.DataFrame:
     table = pd.DataFrame.from_records(judged)
     if table.empty:
         return table
-    table = table.sort_values(["scenario", "share"], kind="stable").reset_index(drop=True)
+    # Equal shares (settings that converge to the same model): the cheaper one.
+    table = table.sort_values(["scenario", "share", "cost_ratio"], ascending=[True, True, False],
+                              kind="stable").reset_index(drop=True)  # fmt: skip
     for _, part in table.groupby("scenario", sort=False):
         eligible = part[part["verdict"] == "eligible"]
         if not eligible.empty:

@@ -42,7 +42,7 @@ class ConvTransposeOptions(StepLoopOptions):
         "samples": "no setting of configs/sweep/tune_conv_transpose_samples.yaml beat doing "
         "nothing on the tuning seeds (best avg_gap 4.8 vs 2.6 on the full variant, 14.1 vs 8.9 "
         "on the memorising one): re-learning every transposed kernel from the retain set costs "
-        "more retain and test accuracy than forgetting a few scattered samples gains"
+        "more retain and test accuracy than forgetting a few scattered samples gains",
     }
     # Class: lr 0.1 for 4 epochs, the best of configs/sweep/tune_conv_transpose_class.yaml.
     retain_epochs: Count = opt(4, "passes over the retain set")

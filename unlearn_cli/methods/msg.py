@@ -59,7 +59,7 @@ class MsgOptions(StepLoopOptions):
         "in one benchmark run and 7.57 vs 8.21 in another, UA 16.5 vs retrain's 8.1, TA 83.4 vs "
         "91.5): re-initialising 30% of every conv layer and re-learning it from 1,800 retain "
         "images costs more retain and test accuracy than the few forgotten samples gain. On the "
-        "full training set it does beat doing nothing (1.62 vs 2.90)"
+        "full training set it does beat doing nothing (1.62 vs 2.90)",
     }
     reinit_fraction: Share = opt(0.3, "share of each conv layer's weights re-initialised (r)")
     kept_grad_scale: Share = opt(0.1, "multiplier of the kept weights' gradients")
