@@ -66,9 +66,9 @@ GroupShare = Annotated[float, Range(gt=0, le=1)]
 
 def rum_influence() -> InfluenceOptions:
     # From an original that memorises, influence searches its scale within a retain-accuracy
-    # budget (`retain_drop`; influence alone: 2). 1 point kept validation accuracy within 5
-    # points of retraining's on both tuning seeds; 1.25-2 cost it 6-7 on seed 1 (influence on
-    # the most memorised half, or on the whole forget set).
+    # budget (`retain_drop`, influence's own default is 1 too since its re-tuning). 1 point kept
+    # validation accuracy within 5 points of retraining's on both tuning seeds; 1.25-2 cost it
+    # 6-7 on seed 1 (influence on the most memorised half, or on the whole forget set).
     return InfluenceOptions(retain_drop=1.0)
 
 
