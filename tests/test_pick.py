@@ -20,26 +20,27 @@ RETRAIN = {"UA": 100.0, "RA": 98.0, "TA": 95.0, "MIA": 90.0, "val_acc": 95.0, "v
 ORIGINAL = {"UA": 1.0, "RA": 99.0, "TA": 95.5, "MIA": 5.0, "val_acc": 95.5, "val_gap": 46.0,
             "cost_ratio": 5.0}  # fmt: skip
 VARIANTS = ("animal_mnist", "animal_mnist[train_limit=2000]")
+TAGS = {"class": "elephant", "random": "random0.1"}
 
 
-def write_tuning_run(folder, lr, seed, dataset, unlearned):
+def write_tuning_run(folder, lr, seed, dataset, unlearned, scenario="class"):
     options = {"name": "finetune", "lr": lr}
     cfg = {"dataset": dataset, "model": "cnn", "method": "finetune", "seed": seed,
            "method_options": options, "method_hash": short_hash(options)}  # fmt: skip
     folder.mkdir(parents=True)
     (folder / "metrics.json").write_text(json.dumps({
-        "status": "completed", "config": cfg, "split": {"scenario": "class", "tag": "elephant"},
+        "status": "completed", "config": cfg, "split": {"scenario": scenario, "tag": TAGS[scenario]},
         "models": {"original": ORIGINAL, "retrain": RETRAIN, "unlearned": unlearned},
     }))  # fmt: skip
 
 
-def tuning_sweep(tmp_path, settings: dict) -> report.pd.DataFrame:
+def tuning_sweep(tmp_path, settings: dict, scenario="class") -> report.pd.DataFrame:
     """settings: lr -> function (seed, dataset) -> the unlearned model's figures."""
     for lr, figures in settings.items():
         for dataset in VARIANTS:
             for seed in (0, 1):
                 write_tuning_run(tmp_path / f"{lr}-{dataset}-{seed}", lr, seed, dataset,
-                                 figures(seed, dataset))  # fmt: skip
+                                 figures(seed, dataset), scenario)  # fmt: skip
     return report.per_seed_rows(report.find_metrics([tmp_path]))
 
 
@@ -60,6 +61,27 @@ def test_the_pick_skips_a_setting_that_wrecks_the_model_on_one_seed(tmp_path):
     assert table.loc["finetune (lr=0.001)", "verdict"] == "eligible"
     assert table.loc["finetune (lr=0.01)", "share"] == pytest.approx(3.0 / 46.0)
     assert "pick finetune (lr=0.01)" in pick.pick_summary(pick.pick_table(per_seed))[0]
+
+
+def test_samples_are_picked_per_variant(tmp_path):
+    """A run forgetting samples detects an original that memorises and takes that case's own
+    defaults or warning, so each variant has its own pick; a class is judged over both."""
+
+    def wrecks_the_memorising_variant(seed, dataset):
+        drop = 12.0 if dataset == VARIANTS[1] else 0.0
+        return {**RETRAIN, "RA": 98.0 - drop, "val_acc": 95.0 - drop, "val_gap": 1.0}
+
+    settings = {0.1: wrecks_the_memorising_variant, 0.01: good(50.0)}
+    table = pick.pick_table(tuning_sweep(tmp_path / "s", settings, "random"))
+    verdicts = table.set_index(["variant", "setting"])["verdict"]
+    assert verdicts[(VARIANTS[0], "finetune (lr=0.1)")] == "picked"
+    assert "loses more than 5 points" in verdicts[(VARIANTS[1], "finetune (lr=0.1)")]
+    full, memorising = pick.pick_summary(table)
+    assert full.startswith(f"random: random0.1 on {VARIANTS[0]}: pick finetune (lr=0.1)")
+    assert "unsuited_memorising" in memorising
+    table = pick.pick_table(tuning_sweep(tmp_path / "c", settings))
+    assert set(table["variant"]) == {pick.BOTH_VARIANTS}
+    assert "picked" not in set(table["verdict"])
 
 
 def test_a_setting_as_costly_as_retraining_is_not_a_default(tmp_path):

@@ -10,7 +10,11 @@ benchmark variants. A setting may become a default only if, on every tuning seed
 and, per variant, its mean `val_gap` is below NOTHING_SHARE of doing nothing's (the original's).
 Among those, the pick leaves the least share of the do-nothing gap (mean val_gap / the
 original's, averaged over the variants so the memorising variant's larger gaps do not drown the
-other). Every figure is
+other). Samples are judged per variant (dataset): a run that forgets samples checks whether its
+original memorises and then takes that case's own defaults (`by_targets(..., memorised=)`) or
+warns that the method does not forget there (`Options.unsuited_memorising`), so each variant has
+its own pick; a class is judged over both at once (no run tells the variants apart). Every
+figure is
 `val_gap` or a validation/retain figure: the test set plays no part in the choice. Where no
 setting qualifies, the method is unsuited to that scenario and says so (`Options.unsuited`).
 """
@@ -29,8 +33,9 @@ FORGOT_POINTS = 10.0  # a class counts as forgotten when UA is this close to ret
 NOTHING_SHARE = 0.95
 # the report's reference rows: every other row is a setting of the grid
 REFERENCES = ("retrain", ORIGINAL, FLOOR)
-PICK_COLUMNS = ("setting", "share", "worst_val_drop", "worst_ra_drop", "forgot", "cost_ratio",
-                "verdict")  # fmt: skip
+BOTH_VARIANTS = "all variants"  # a class's settings are judged over every variant at once
+PICK_COLUMNS = ("variant", "setting", "share", "worst_val_drop", "worst_ra_drop", "forgot",
+                "cost_ratio", "verdict")  # fmt: skip
 
 
 def with_references(per_seed: pd.DataFrame) -> pd.DataFrame:
@@ -80,17 +85,21 @@ def judge(part: pd.DataFrame, is_class: bool) -> dict:
 def pick_table(per_seed: pd.DataFrame) -> pd.DataFrame:
     """One row per (scenario, setting): the pick rule's figures, the chosen one marked `picked`."""
     rows = with_references(per_seed)
+    is_class = rows["scenario"].astype(str).str.startswith("class")
+    rows["variant"] = rows["dataset"].where(~is_class, BOTH_VARIANTS)
     judged = []
-    for (scenario, setting), part in rows.groupby(["scenario", "method"], sort=False):
+    for (scenario, variant, setting), part in rows.groupby(["scenario", "variant", "method"],
+                                                           sort=False):  # fmt: skip
         figures = judge(part, is_class=str(scenario).startswith("class"))
-        judged.append({"scenario": scenario, "setting": setting, **figures})
+        judged.append({"scenario": scenario, "variant": variant, "setting": setting, **figures})
     table = pd.DataFrame.from_records(judged)
     if table.empty:
         return table
     # Equal shares (settings that converge to the same model): the cheaper one.
-    table = table.sort_values(["scenario", "share", "cost_ratio"], ascending=[True, True, False],
+    table = table.sort_values(["scenario", "variant", "share", "cost_ratio"],
+                              ascending=[True, True, True, False],
                               kind="stable").reset_index(drop=True)  # fmt: skip
-    for _, part in table.groupby("scenario", sort=False):
+    for _, part in table.groupby(["scenario", "variant"], sort=False):
         eligible = part[part["verdict"] == "eligible"]
         if not eligible.empty:
             table.loc[eligible.index[0], "verdict"] = "picked"
@@ -100,14 +109,16 @@ def pick_table(per_seed: pd.DataFrame) -> pd.DataFrame:
 def pick_summary(table: pd.DataFrame) -> list[str]:
     """One line per scenario: the picked setting, or that the method is unsuited there."""
     lines = []
-    for scenario, part in table.groupby("scenario", sort=False):
+    for (scenario, variant), part in table.groupby(["scenario", "variant"], sort=False):
+        where = scenario if variant == BOTH_VARIANTS else f"{scenario} on {variant}"
         picked = part[part["verdict"] == "picked"]
         if picked.empty:
-            lines.append(f"{scenario}: no setting forgets, keeps utility and beats doing nothing "
-                         "on every tuning seed; document the method as unsuited here")  # fmt: skip
+            lines.append(f"{where}: no setting forgets, keeps utility and beats doing nothing "
+                         "on every tuning seed; document the method as unsuited here (samples "
+                         "on an original that memorises: `unsuited_memorising`)")  # fmt: skip
         else:
             row = picked.iloc[0]
-            lines.append(f"{scenario}: pick {row['setting']} (share of doing nothing's val_gap "
+            lines.append(f"{where}: pick {row['setting']} (share of doing nothing's val_gap "
                          f"{row['share']:.2f}, worst validation-accuracy drop "
                          f"{row['worst_val_drop']:.1f})")  # fmt: skip
     return lines
