@@ -18,7 +18,7 @@ from unlearn_cli.methods.base import METHODS, UnlearnContext
 from unlearn_cli.methods.common import retain_batches
 from unlearn_cli.methods.finetune import FinetuneOptions
 from unlearn_cli.methods.step_loop import prepare, step_loop, steps_for
-from unlearn_cli.options import Auto, NonNegative, Positive, by_targets, opt
+from unlearn_cli.options import Auto, Count, NonNegative, Positive, by_targets, opt
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,7 @@ class L1SparseOptions(FinetuneOptions):
         "1.6 at its 2 retain passes and 1.3 at 10 (retrain 10.3) on the tuning seeds, avg_gap "
         "7.51 / 7.09 vs doing nothing's 9.29 (configs/sweep/memorise_samples.yaml)"
     )
+    retain_epochs: Count = opt(2, "passes over the retain set")
     l1_gamma: NonNegative = opt(0.003, "L1 strength at the first step, decaying linearly to 0")
     # Its own lrs, not finetune's. Class: 0.03, the lowest lr of configs/sweep/tune_l1_sparse_
     # class.yaml that forgot on all four tuning seeds of both variants (0.02 left the class partly
