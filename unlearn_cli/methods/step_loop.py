@@ -172,8 +172,12 @@ def retain_finetune(
 
     def loss(step: int) -> torch.Tensor:
         x, y = next(retain)
-        ce = F.cross_entropy(model(x), y)
-        return ce if penalty is None else ce + penalty(step, total)
+        if penalty is None:
+            return F.cross_entropy(model(x), y)
+        # The penalty before the forward pass, as l1_sparse always had it: the graph's order is
+        # the order autograd sums a weight's gradients in, and float sums depend on it.
+        extra = penalty(step, total)
+        return F.cross_entropy(model(x), y) + extra
 
     warmup = None if warmup_fraction is None else int(round(warmup_fraction * total))
     return step_loop(model, split, ctx, opts, total, loss, description, grad_scale=grad_scale,
