@@ -70,7 +70,6 @@ def transpose_kernels(model: nn.Module) -> tuple[int, int]:
 def conv_transpose(
     model: nn.Module, split: ForgetSplit, ctx: UnlearnContext, opts: ConvTransposeOptions
 ) -> nn.Module:
-
     def transpose() -> None:
         done, skipped = transpose_kernels(model)
         if skipped:

@@ -48,7 +48,6 @@ class L1SparseOptions(FinetuneOptions):
 def l1_sparse(
     model: nn.Module, split: ForgetSplit, ctx: UnlearnContext, opts: L1SparseOptions
 ) -> nn.Module:
-
     def l1(step: int, total: int) -> torch.Tensor:
         gamma = opts.l1_gamma * (1.0 - step / total)
         return gamma * sum(p.abs().sum() for p in model.parameters())

@@ -120,7 +120,6 @@ def reinitialise_smallest(
 
 @METHODS.register("msg")
 def msg(model: nn.Module, split: ForgetSplit, ctx: UnlearnContext, opts: MsgOptions) -> nn.Module:
-
     def reinitialise() -> dict[str, torch.Tensor]:  # steps 1 and 2; the kept weights' scales
         grads = accumulated_gradient(model, split, ctx, opts.gradient_batch_size)
         masks = reinitialise_smallest(model, grads, opts.reinit_fraction, ctx.seed)

@@ -156,7 +156,8 @@ def retain_finetune(
     warmup_fraction: float | None = None,
 ) -> nn.Module:
     """Fine-tune on the retain set: cross-entropy on shuffled retain batches (a generator seeded
-    with ctx.seed) for `opts.retain_epochs` passes, through `step_loop`.
+    with ctx.seed) for `opts.retain_epochs` passes (each caller's schema declares its own),
+    through `step_loop`.
 
     `before()` runs once the model is prepared, before the first batch (msg re-initialises
     weights, conv_transpose transposes kernels); it may return per-weight gradient scales for
