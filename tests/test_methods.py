@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from unlearn_cli.data import load_dataset, make_split
 from unlearn_cli.inference import accuracy, predict_logits
 from unlearn_cli.methods import METHODS, UnlearnContext, method_options, run_method
-from unlearn_cli.methods.influence import FlatObjective
+from unlearn_cli.methods.influence_solvers import FlatObjective
 from unlearn_cli.models import build_model
 from unlearn_cli.training import train_classifier
 
@@ -374,7 +374,11 @@ def test_closed_form_head_hessian_equals_autograd():
     from torch import nn
     from torch.func import hessian
 
-    from unlearn_cli.methods.influence import FlatObjective, linear_head_hessian, linear_head_names
+    from unlearn_cli.methods.influence_solvers import (
+        FlatObjective,
+        linear_head_hessian,
+        linear_head_names,
+    )
 
     torch.manual_seed(0)
     x, y = torch.randn(37, 5, dtype=torch.float64), torch.randint(0, 4, (37,))

@@ -18,14 +18,12 @@ import logging
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from unlearn_cli.data.split import ForgetSplit
 from unlearn_cli.methods.base import METHODS, UnlearnContext
-from unlearn_cli.methods.common import retain_batches
 from unlearn_cli.methods.msg import conv_layers, require_conv_layers
-from unlearn_cli.methods.step_loop import StepLoopOptions, prepare, step_loop, steps_for
+from unlearn_cli.methods.step_loop import StepLoopOptions, retain_finetune
 from unlearn_cli.options import Count, Positive, opt
 
 log = logging.getLogger(__name__)
@@ -72,19 +70,11 @@ def transpose_kernels(model: nn.Module) -> tuple[int, int]:
 def conv_transpose(
     model: nn.Module, split: ForgetSplit, ctx: UnlearnContext, opts: ConvTransposeOptions
 ) -> nn.Module:
-    prepare(model, ctx, opts)
-    done, skipped = transpose_kernels(model)
-    if skipped:
-        log.warning("conv_transpose: %d conv layers with non-square kernels left as they are",
-                    skipped)  # fmt: skip
-    ctx.metrics.update(transposed_layers=done, skipped_layers=skipped)
-    retain = retain_batches(
-        split, ctx.device, opts.batch_size, torch.Generator().manual_seed(ctx.seed)
-    )
+    def transpose() -> None:
+        done, skipped = transpose_kernels(model)
+        if skipped:
+            log.warning("conv_transpose: %d conv layers with non-square kernels left as they "
+                        "are", skipped)  # fmt: skip
+        ctx.metrics.update(transposed_layers=done, skipped_layers=skipped)
 
-    def loss(step: int) -> torch.Tensor:
-        x, y = next(retain)
-        return F.cross_entropy(model(x), y)
-
-    steps = steps_for(split, opts.retain_epochs, opts.batch_size, over="retain")
-    return step_loop(model, split, ctx, opts, steps, loss, "conv_transpose")
+    return retain_finetune(model, split, ctx, opts, "conv_transpose", before=transpose)

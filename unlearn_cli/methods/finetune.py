@@ -7,14 +7,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-import torch.nn.functional as F
 from torch import nn
 
 from unlearn_cli.data.split import ForgetSplit
 from unlearn_cli.methods.base import METHODS, UnlearnContext
-from unlearn_cli.methods.common import retain_batches
-from unlearn_cli.methods.step_loop import StepLoopOptions, prepare, step_loop, steps_for
+from unlearn_cli.methods.step_loop import StepLoopOptions, retain_finetune
 from unlearn_cli.options import Auto, Count, Positive, by_targets, opt
 
 
@@ -47,14 +44,4 @@ class FinetuneOptions(StepLoopOptions):
 def finetune(
     model: nn.Module, split: ForgetSplit, ctx: UnlearnContext, opts: FinetuneOptions
 ) -> nn.Module:
-    prepare(model, ctx, opts)
-    retain = retain_batches(
-        split, ctx.device, opts.batch_size, torch.Generator().manual_seed(ctx.seed)
-    )
-
-    def loss(step: int) -> torch.Tensor:
-        x, y = next(retain)
-        return F.cross_entropy(model(x), y)
-
-    steps = steps_for(split, opts.retain_epochs, opts.batch_size, over="retain")
-    return step_loop(model, split, ctx, opts, steps, loss, "finetune")
+    return retain_finetune(model, split, ctx, opts, "finetune")

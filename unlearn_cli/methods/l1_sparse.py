@@ -10,20 +10,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from unlearn_cli.data.split import ForgetSplit
 from unlearn_cli.methods.base import METHODS, UnlearnContext
-from unlearn_cli.methods.common import retain_batches
 from unlearn_cli.methods.finetune import FinetuneOptions
-from unlearn_cli.methods.step_loop import prepare, step_loop, steps_for
+from unlearn_cli.methods.step_loop import retain_finetune
 from unlearn_cli.options import Auto, Count, NonNegative, Positive, by_targets, opt
 
 
 @dataclass(frozen=True)
 class L1SparseOptions(FinetuneOptions):
-    """finetune's options (the same retain passes), plus the penalty's strength."""
+    """finetune's options, plus the penalty's strength; its own retain passes and rates."""
 
     # Its own finding, not finetune's (its sweeps are its own).
     unsuited = {
@@ -51,16 +49,8 @@ class L1SparseOptions(FinetuneOptions):
 def l1_sparse(
     model: nn.Module, split: ForgetSplit, ctx: UnlearnContext, opts: L1SparseOptions
 ) -> nn.Module:
-    prepare(model, ctx, opts)
-    retain = retain_batches(
-        split, ctx.device, opts.batch_size, torch.Generator().manual_seed(ctx.seed)
-    )
-    total = steps_for(split, opts.retain_epochs, opts.batch_size, over="retain")
-
-    def loss(step: int) -> torch.Tensor:
-        x, y = next(retain)
+    def l1(step: int, total: int) -> torch.Tensor:
         gamma = opts.l1_gamma * (1.0 - step / total)
-        l1 = sum(p.abs().sum() for p in model.parameters())
-        return F.cross_entropy(model(x), y) + gamma * l1
+        return gamma * sum(p.abs().sum() for p in model.parameters())
 
-    return step_loop(model, split, ctx, opts, total, loss, "l1_sparse")
+    return retain_finetune(model, split, ctx, opts, "l1_sparse", penalty=l1)

@@ -26,8 +26,7 @@ from torch import nn
 from unlearn_cli.data.split import ForgetSplit
 from unlearn_cli.errors import UserError
 from unlearn_cli.methods.base import METHODS, UnlearnContext
-from unlearn_cli.methods.common import retain_batches
-from unlearn_cli.methods.step_loop import StepLoopOptions, prepare, step_loop, steps_for
+from unlearn_cli.methods.step_loop import StepLoopOptions, retain_finetune
 from unlearn_cli.options import Count, Positive, Share, opt
 
 
@@ -121,20 +120,12 @@ def reinitialise_smallest(
 
 @METHODS.register("msg")
 def msg(model: nn.Module, split: ForgetSplit, ctx: UnlearnContext, opts: MsgOptions) -> nn.Module:
-    prepare(model, ctx, opts)
-    grads = accumulated_gradient(model, split, ctx, opts.gradient_batch_size)
-    masks = reinitialise_smallest(model, grads, opts.reinit_fraction, ctx.seed)
-    scale = {n: torch.where(m, 1.0, opts.kept_grad_scale).to(ctx.device) for n, m in masks.items()}
-    ctx.metrics["reinitialised_weights"] = int(sum(m.sum().item() for m in masks.values()))
-    retain = retain_batches(
-        split, ctx.device, opts.batch_size, torch.Generator().manual_seed(ctx.seed)
-    )
+    def reinitialise() -> dict[str, torch.Tensor]:  # steps 1 and 2; the kept weights' scales
+        grads = accumulated_gradient(model, split, ctx, opts.gradient_batch_size)
+        masks = reinitialise_smallest(model, grads, opts.reinit_fraction, ctx.seed)
+        ctx.metrics["reinitialised_weights"] = int(sum(m.sum().item() for m in masks.values()))
+        return {n: torch.where(m, 1.0, opts.kept_grad_scale).to(ctx.device)
+                for n, m in masks.items()}  # fmt: skip
 
-    def loss(step: int) -> torch.Tensor:
-        x, y = next(retain)
-        return F.cross_entropy(model(x), y)
-
-    steps = steps_for(split, opts.retain_epochs, opts.batch_size, over="retain")
-    warmup = int(round(opts.warmup_fraction * steps))
-    return step_loop(model, split, ctx, opts, steps, loss, "msg", grad_scale=scale,
-                     warmup_steps=warmup)  # fmt: skip
+    return retain_finetune(model, split, ctx, opts, "msg", before=reinitialise,
+                           warmup_fraction=opts.warmup_fraction)  # fmt: skip

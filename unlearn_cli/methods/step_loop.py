@@ -6,7 +6,9 @@ clipping, the optional EWC penalty (`ewc_lambda`), an optional gradient mask (we
 stay bit-identical), optional per-weight gradient scales (msg) and the divergence guard. The
 schedule is cosine annealing, a linear warm-up then linear decay to 0 (msg), or a constant
 learning rate (ngplus).
-`StepLoopOptions` declares the options they share.
+`StepLoopOptions` declares the options they share. `retain_finetune` is the loop's most common
+use, cross-entropy on the retain set for `retain_epochs` passes (finetune, l1_sparse, msg,
+conv_transpose).
 """
 
 from __future__ import annotations
@@ -18,12 +20,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from unlearn_cli.console import progress_bar
 from unlearn_cli.data.split import ForgetSplit
 from unlearn_cli.methods.base import UnlearnContext
-from unlearn_cli.methods.common import DivergenceGuard, to_train_mode
+from unlearn_cli.methods.common import DivergenceGuard, retain_batches, to_train_mode
 from unlearn_cli.methods.importance import diagonal_fisher, subsample
 from unlearn_cli.options import Count, Momentum, NonNegative, Optimizer, Options, Positive, opt
 from unlearn_cli.training import make_optimizer, make_scheduler
@@ -140,6 +143,46 @@ def step_loop(
     if ewc is not None:
         ctx.metrics["ewc_lambda"] = ewc.strength
     return model.eval()
+
+
+def retain_finetune(
+    model: nn.Module,
+    split: ForgetSplit,
+    ctx: UnlearnContext,
+    opts: StepLoopOptions,
+    description: str,
+    before: Callable[[], dict[str, torch.Tensor] | None] | None = None,
+    penalty: Callable[[int, int], torch.Tensor] | None = None,
+    warmup_fraction: float | None = None,
+) -> nn.Module:
+    """Fine-tune on the retain set: cross-entropy on shuffled retain batches (a generator seeded
+    with ctx.seed) for `opts.retain_epochs` passes (each caller's schema declares its own),
+    through `step_loop`.
+
+    `before()` runs once the model is prepared, before the first batch (msg re-initialises
+    weights, conv_transpose transposes kernels); it may return per-weight gradient scales for
+    the loop. `penalty(step, total_steps)` is added to every batch's loss (l1_sparse's decaying
+    L1). `warmup_fraction`: the lr warms up over that share of the steps, then decays linearly,
+    instead of the cosine schedule."""
+    prepare(model, ctx, opts)
+    grad_scale = before() if before is not None else None
+    retain = retain_batches(
+        split, ctx.device, opts.batch_size, torch.Generator().manual_seed(ctx.seed)
+    )
+    total = steps_for(split, opts.retain_epochs, opts.batch_size, over="retain")
+
+    def loss(step: int) -> torch.Tensor:
+        x, y = next(retain)
+        if penalty is None:
+            return F.cross_entropy(model(x), y)
+        # The penalty before the forward pass, as l1_sparse always had it: the graph's order is
+        # the order autograd sums a weight's gradients in, and float sums depend on it.
+        extra = penalty(step, total)
+        return F.cross_entropy(model(x), y) + extra
+
+    warmup = None if warmup_fraction is None else int(round(warmup_fraction * total))
+    return step_loop(model, split, ctx, opts, total, loss, description, grad_scale=grad_scale,
+                     warmup_steps=warmup)  # fmt: skip
 
 
 def lr_schedule(
