@@ -119,12 +119,13 @@ def test_delete_forgets_a_class_and_says_samples_are_unsuited(trained, make_cfg,
 
 
 def test_negative_gradient_defaults_mix_retain_descent_and_freeze_norm(trained, make_cfg):  # noqa: F811
-    """negative_gradient's NG+-style defaults: 0.95 of retain descent, 0.05 of forget ascent,
-    batch-norm statistics frozen (its budget, lr and clipping are its own; ngplus is the
-    published NG+)."""
+    """negative_gradient's NG+-style defaults: 0.95 of retain descent, 0.05 of forget ascent
+    for a class (0.99 for samples, its val_gap re-tuning), batch-norm statistics frozen (its
+    budget, lr and clipping are its own; ngplus is the published NG+)."""
     cfg = make_cfg(*METHOD_DATA, "method=negative_gradient")
     opts = method_options(cfg.method, "class")
     assert opts.mix == 0.95 and opts.freeze_norm is True
+    assert method_options(cfg.method, "samples").mix == 0.99
     _, _, original = trained
     model, split, ctx = unlearn(trained, make_cfg, "negative_gradient")
     for (name, buf), (_, before) in zip(model.named_buffers(), original.named_buffers(),

@@ -29,7 +29,8 @@ def write_tuning_run(folder, lr, seed, dataset, unlearned, scenario="class"):
            "method_options": options, "method_hash": short_hash(options)}  # fmt: skip
     folder.mkdir(parents=True)
     (folder / "metrics.json").write_text(json.dumps({
-        "status": "completed", "config": cfg, "split": {"scenario": scenario, "tag": TAGS[scenario]},
+        "status": "completed", "config": cfg,
+        "split": {"scenario": scenario, "tag": TAGS[scenario]},
         "models": {"original": ORIGINAL, "retrain": RETRAIN, "unlearned": unlearned},
     }))  # fmt: skip
 
