@@ -92,7 +92,7 @@ def test_the_log_names_the_chosen_defaults_and_warns_when_unsuited(make_cfg, cap
     with caplog.at_level(logging.INFO):
         log_method_defaults(cfg.method, typed.method, "samples")
     text = caplog.text
-    assert "influence defaults for forgetting samples: scale=6.0" in text
+    assert "influence defaults for forgetting samples: scale=9.0" in text
     assert "influence is not suited to forgetting samples: worse than doing nothing" in text
     caplog.clear()
     explicit = dataclasses.replace(typed.method, scale=2.0)
