@@ -344,7 +344,7 @@ def unsuited_warning(cfg: DictConfig, split: ForgetSplit) -> str:
     what = "a class" if split.targets == "class" else "samples"
     return (f"WARNING: {name} is documented as unsuited to forgetting {what}: on the tuning "
             "seeds none of its settings forgot on every seed, kept the model's accuracy and "
-            "beat doing nothing at once (the log and README give the figures).")  # fmt: skip
+            "beat doing nothing at once (figures: the log, docs/methods.md).")  # fmt: skip
 
 
 def cost_words(ratio: float | None) -> str:
