@@ -131,7 +131,21 @@ def test_the_noise_floor_is_a_second_retrain(make_cfg, tmp_path, capsys):
     floor = data["models"]["retrain_other_seed"]
     assert floor["avg_gap"] > 0  # two exact retrainings of different seeds differ
     assert math.isnan(floor["time_s"])
-    assert "noise floor (retrain, other seed)" in capsys.readouterr().out
+    caption = " ".join(capsys.readouterr().out.split())  # the console wraps long lines
+    assert "noise floor (retrain, other seed)" in caption
+    # the verdict and the cost in plain words; method=retrain is its own reference
+    assert "the unlearned model is within it, at retraining's own cost (cost_ratio 1.00)" in caption
+
+
+def test_the_caption_gives_a_methods_cost_ratio_in_plain_words(make_cfg, tmp_path, capsys):
+    """Two retain epochs against retrain's ten, no other pass of the network: a fifth of
+    retraining's counted cost, said in the caption with the run's own cost_ratio."""
+    cfg = make_cfg(*TINY, "method=finetune", "method.retain_epochs=2", "forget_fraction=0.2",
+                   "evaluation.noise_floor=true")  # fmt: skip
+    ratio = run_experiment(cfg, tmp_path / "run")["models"]["unlearned"]["cost_ratio"]
+    assert ratio == pytest.approx(5.0)
+    caption = " ".join(capsys.readouterr().out.split())
+    assert "at 1/5 of retraining's cost (cost_ratio 5.00)" in caption
 
 
 def test_libraries_are_warmed_before_the_timer(make_cfg, tmp_path, monkeypatch):

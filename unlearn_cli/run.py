@@ -354,8 +354,8 @@ def cost_words(ratio: float | None) -> str:
     if abs(ratio - 1) < 0.05:
         return f", at retraining's own cost (cost_ratio {ratio:.2f})"
     if ratio > 1:
-        share = f"{ratio:.0f}" if ratio >= 10 else f"{ratio:.1f}"
-        return f", at 1/{share} of retraining's cost (cost_ratio {ratio:.1f})"
+        share = f"{ratio:.0f}" if ratio >= 10 else f"{ratio:.2g}"
+        return f", at 1/{share} of retraining's cost (cost_ratio {ratio:.2f})"
     return f", at {1 / ratio:.1f} times retraining's cost (cost_ratio {ratio:.2f})"
 
 
