@@ -165,7 +165,10 @@ def checkpoint(tmp_path_factory) -> Path:
 
     tmp = tmp_path_factory.mktemp("ckpt")
     with initialize_config_module("unlearn_cli.configs", version_base="1.3"):
-        cfg = compose("config", overrides=[*TINY, "dataset=digits", f"cache_dir={tmp / 'c'}"])
+        cfg = compose(
+            "config",
+            overrides=[*TINY, "method=retrain", "dataset=digits", f"cache_dir={tmp / 'c'}"],
+        )
     run_experiment(cfg, tmp / "run")
     return tmp / "run" / "checkpoints" / "unlearned.safetensors"
 

@@ -12,7 +12,8 @@ from .conftest import TINY as TINY_ARGS
 
 
 def test_single_run_writes_the_run_folder(run_script, run_cli, tmp_path):
-    proc = run_script("run", *TINY_ARGS, "evaluation.plots=true", check=True)  # the script
+    # the installed script
+    proc = run_script("run", *TINY_ARGS, "method=retrain", "evaluation.plots=true", check=True)
     runs = list((tmp_path / "outputs" / "runs").iterdir())
     assert len(runs) == 1
     run = runs[0]
@@ -36,7 +37,7 @@ def test_single_run_writes_the_run_folder(run_script, run_cli, tmp_path):
     assert "forget_acc" in proc.stdout and "avg_gap" in proc.stdout  # the printed table
     assert "cache miss" in (run / "unlearn.log").read_text()
     # The cache lives in outputs/cache and the second run hits it.
-    run_cli("run", *TINY_ARGS, check=True)
+    run_cli("run", *TINY_ARGS, "method=retrain", check=True)
     second = max((tmp_path / "outputs" / "runs").iterdir())
     assert "cache hit" in (second / "unlearn.log").read_text()
 
@@ -61,7 +62,7 @@ def test_multirun_writes_jobs_and_summary(run_cli, tmp_path):
 
 
 def test_failed_sweep_job_keeps_the_others(run_cli, tmp_path):
-    proc = run_cli("run", "-m", *TINY_ARGS, "forget_class=class0,unicorn")
+    proc = run_cli("run", "-m", *TINY_ARGS, "method=retrain", "forget_class=class0,unicorn")
     assert proc.returncode != 0
     sweep = next((tmp_path / "outputs" / "sweeps").iterdir())
     summary = pd.read_csv(sweep / "summary.csv")
@@ -105,7 +106,7 @@ def test_help_and_cfg_job(run_cli):
 
 def test_runs_from_another_directory_use_its_outputs(run_cli, tmp_path):
     """Nothing is written anywhere but the current directory's outputs/ (no chdir tricks)."""
-    run_cli("run", *TINY_ARGS, check=True)
+    run_cli("run", *TINY_ARGS, "method=retrain", check=True)
     written = {p.relative_to(tmp_path).parts[0] for p in tmp_path.iterdir()}
     assert written == {"outputs"}
     assert Path(tmp_path / "outputs" / "cache" / "models").is_dir()

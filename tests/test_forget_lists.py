@@ -83,7 +83,13 @@ def test_cli_run_with_a_forget_list_records_the_ids(run_cli, tmp_path, data):
     free = listable(data)
     request = [int(data.ids()[free[5]]), int(data.ids()[free[77]])]
     (tmp_path / "gdpr-17.csv").write_text("".join(f"{i},ticket 17\n" for i in request))
-    run_cli("run", *TINY, f"forget_indices_file={tmp_path / 'gdpr-17.csv'}", check=True)
+    run_cli(
+        "run",
+        *TINY,
+        "method=retrain",
+        f"forget_indices_file={tmp_path / 'gdpr-17.csv'}",
+        check=True,
+    )
     (run,) = (tmp_path / "outputs" / "runs").iterdir()
     assert run.name.endswith("_retrain_list-gdpr-17")
     split = json.loads((run / "metrics.json").read_text())["split"]

@@ -51,7 +51,8 @@ def test_cli_resnet18_on_a_png_folder(run_cli, tmp_path, make_folder):
     """The issue's acceptance command on a generated folder (tiny images, one epoch)."""
     root = make_folder(tmp_path / "animals")
     run_cli("run", "dataset=imagefolder", f"dataset.root={root}", "forget_class=elephant",
-            "model=resnet18", "model.train.epochs=1", "dataset.image_size=8", "device=cpu",
+            "model=resnet18", "method=retrain", "model.train.epochs=1", "dataset.image_size=8",
+            "device=cpu",
             "evaluation.noise_floor=false", "evaluation.plots=false", check=True)  # fmt: skip
     (run,) = (tmp_path / "outputs" / "runs").iterdir()
     metrics = json.loads((run / "metrics.json").read_text())

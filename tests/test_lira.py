@@ -50,7 +50,7 @@ def test_likelihood_ratio_on_hand_made_gaussians():
 def test_lira_run_separates_original_from_retrain(make_cfg, tmp_path):
     cfg = make_cfg(*TINY, "evaluation=lira", "evaluation.lira.shadow_models=4",
                    "dataset.noise=2.0", "model.train.epochs=30", "forget_fraction=0.2",
-                   "evaluation.plots=false")  # fmt: skip
+                   "evaluation.plots=false", "method=retrain")  # fmt: skip
     rows = run_experiment(cfg, tmp_path / "run")["models"]
     assert rows["original"]["lira_member"] > rows["retrain"]["lira_member"]
     assert 0 <= rows["unlearned"]["lira_member"] <= 100
@@ -79,7 +79,7 @@ def test_ulira_pair_seeds_never_are_the_scored_models():
 # Hard, memorised tiny data: a no-op is far from retraining on the forget samples.
 MEMORISED = [*TINY, "dataset.noise=3.0", "dataset.samples_per_class=100",
              "model.train.epochs=40", "forget_fraction=0.2", "evaluation=ulira",
-             "evaluation.lira.shadow_models=4"]  # fmt: skip
+             "evaluation.lira.shadow_models=4", "method=retrain"]  # fmt: skip
 
 
 def test_ulira_populations_are_unlearned_and_retrained_shadows(make_cfg, tmp_path, monkeypatch):

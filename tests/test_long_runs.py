@@ -141,7 +141,7 @@ def test_the_cache_keeps_staging_until_the_entry_is_stored(tmp_path, monkeypatch
 def test_a_killed_run_resumes_its_original_and_ends_like_an_uninterrupted_one(
     unlearn_here, tmp_path, monkeypatch
 ):
-    args = ["run", *TINY, "model.train.epochs=6", "forget_class=1"]
+    args = ["run", *TINY, "method=retrain", "model.train.epochs=6", "forget_class=1"]
     code, _, err = unlearn_here(*args, f"cache_dir={tmp_path / 'straight'}")
     assert code == 0, err
     with monkeypatch.context() as patch:
@@ -200,7 +200,7 @@ def test_a_resumed_training_reports_the_whole_trainings_cost(tmp_path, monkeypat
 
 def test_a_killed_retrain_reports_the_whole_retrainings_cost(unlearn_here, tmp_path,
                                                              monkeypatch):  # fmt: skip
-    args = ["run", *TINY, "model.train.epochs=4", "forget_class=1"]
+    args = ["run", *TINY, "method=retrain", "model.train.epochs=4", "forget_class=1"]
     code, _, err = unlearn_here(*args, f"cache_dir={tmp_path / 'straight'}")
     assert code == 0, err
     real = unlearn_cli.training.save_epoch
@@ -369,7 +369,7 @@ def test_a_model_that_cannot_be_cached_still_finishes_the_run(unlearn_here, tmp_
             return real(self, data)
 
         monkeypatch.setattr(Path, "write_bytes", write_bytes)
-    code, _, err = unlearn_here("run", *TINY)
+    code, _, err = unlearn_here("run", *TINY, "method=retrain")
     assert code == 0 and "Traceback" not in err, err
     flat = " ".join(err.split())  # the console wraps long log lines
     assert flat.count("used for this run but not cached") == 2  # the original and the retrain
@@ -389,7 +389,7 @@ def test_a_model_that_cannot_be_cached_still_finishes_the_run(unlearn_here, tmp_
 def test_a_full_disk_in_the_run_folder_is_one_line(unlearn_here, tmp_path, monkeypatch, target,
                                                    what):  # fmt: skip
     fail_replace(monkeypatch, lambda p: p.name == target)
-    code, _, err = unlearn_here("run", *TINY)
+    code, _, err = unlearn_here("run", *TINY, "method=retrain")
     line = one_error_line(err)
     assert code == 4 and what in line and target in line, err
     assert not leftovers(tmp_path)
@@ -398,7 +398,7 @@ def test_a_full_disk_in_the_run_folder_is_one_line(unlearn_here, tmp_path, monke
 
 def test_a_full_disk_at_an_epoch_checkpoint_only_warns(unlearn_here, tmp_path, monkeypatch):
     fail_replace(monkeypatch, lambda p: p.suffix == ".ckpt")
-    code, _, err = unlearn_here("run", *TINY)
+    code, _, err = unlearn_here("run", *TINY, "method=retrain")
     assert code == 0 and "Traceback" not in err, err
     assert err.count("training goes on without epoch checkpoints") == 2  # original, retrain
     assert not leftovers(tmp_path)
@@ -406,7 +406,7 @@ def test_a_full_disk_at_an_epoch_checkpoint_only_warns(unlearn_here, tmp_path, m
 
 def test_a_full_disk_at_the_report_and_the_export_is_one_line(unlearn_here, run_cli, tmp_path,
                                                               monkeypatch):  # fmt: skip
-    run_cli("run", *TINY, check=True)
+    run_cli("run", *TINY, "method=retrain", check=True)
     (run,) = (tmp_path / "outputs" / "runs").iterdir()
     with monkeypatch.context() as patch:
         fail_replace(patch, lambda p: p.name in ("table.csv", "table.md", "state_dict.pt"))
@@ -442,7 +442,9 @@ def test_a_run_whose_process_is_gone_is_killed(make_cfg, tmp_path, run_cli, unle
     record.data["process"]["pid"] = dead_pid()
     record.write()
     assert run_status(json.loads((run_dir / "metrics.json").read_text())) == "killed"
-    run_cli("run", *TINY, check=True)  # one completed run beside it, so the report has a table
+    run_cli(
+        "run", *TINY, "method=retrain", check=True
+    )  # one completed run beside it, so the report has a table
     code, out, err = unlearn_here("report", str(tmp_path / "outputs" / "runs"))
     assert code == 0, err
     flat = " ".join(err.split())  # the console wraps long log lines
@@ -470,7 +472,7 @@ def test_the_sweep_summary_shows_killed_jobs(make_cfg, tmp_path):
 def test_cache_files_follow_the_umask(tmp_path, run_cli):
     old = os.umask(0o022)
     try:
-        run_cli("run", *TINY, check=True)
+        run_cli("run", *TINY, "method=retrain", check=True)
     finally:
         os.umask(old)
     cache = tmp_path / "outputs" / "cache"
@@ -518,7 +520,7 @@ def test_a_preempted_submitit_job_is_requeued_and_resumes(tmp_path):
     args = [unlearn_executable(), "run", "-m", "hydra/launcher=submitit_local",
             "dataset=digits", "model.width=8", "model.train.epochs=20", "device=cpu",
             "evaluation.noise_floor=false", "evaluation.plots=false", "forget_class=3",
-            "hydra.sweep.dir=sweep"]  # fmt: skip
+            "method=retrain", "hydra.sweep.dir=sweep"]  # fmt: skip
     sweep = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)  # fmt: skip
     staging = tmp_path / "outputs" / "cache" / "models" / ".staging"

@@ -305,12 +305,12 @@ def test_a_new_method_is_its_module_and_yaml(toy_method, tmp_path):
     assert seen["file"].startswith(str(toy_method))  # the copy ran, not the checkout
 
 
-def test_readme_option_tables_are_current():
+def test_method_option_tables_are_current():
     from unlearn_cli.docs import BEGIN, END, options_markdown
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
-    current = BEGIN + readme.split(BEGIN, 1)[1].split(END, 1)[0] + END
-    assert current == options_markdown(), "run: python -m unlearn_cli.docs README.md"
+    page = (Path(__file__).resolve().parents[1] / "docs" / "methods.md").read_text(encoding="utf-8")
+    current = BEGIN + page.split(BEGIN, 1)[1].split(END, 1)[0] + END
+    assert current == options_markdown(), "run: python -m unlearn_cli.docs docs/methods.md"
 
 
 def test_a_bad_value_anywhere_in_a_sweep_stops_it_before_the_first_job(unlearn_here, tmp_path):

@@ -242,7 +242,7 @@ def test_a_frozen_backbone_keeps_its_weights_and_batch_norm(tmp_path):
 
 
 def test_cli_torchvision_with_weights_reference_none_and_export(unlearn_here, tmp_path):
-    """The README's worked example in small: pretrained weights on disk, a forget list, no
+    """docs/own-model.md's worked example in small: pretrained weights on disk, a forget list, no
     retrained oracle, then `unlearn export` loaded by torchvision's own constructor."""
     weights = imagenet_weights("resnet18", tmp_path)
     request = tmp_path / "delete.txt"

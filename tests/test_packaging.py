@@ -35,7 +35,7 @@ def test_wheel_install_runs_from_its_own_configs(tmp_path):
     assert where.stdout.strip().startswith(str(target))  # the wheel's copy, not the checkout
     assert (target / "unlearn_cli" / "configs" / "method" / "retrain.yaml").is_file()
     proc = subprocess.run(
-        [str(target / "bin" / "unlearn"), "run", *TINY],
+        [str(target / "bin" / "unlearn"), "run", *TINY, "method=retrain"],
         env=env,
         cwd=work,
         capture_output=True,

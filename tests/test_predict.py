@@ -21,7 +21,7 @@ def digits_run(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("predict")
     overrides = ["dataset=digits", "model=mlp", "model.train.epochs=15", "device=cpu",
-                 f"cache_dir={tmp / 'cache'}", "forget_class=3"]  # fmt: skip
+                 f"cache_dir={tmp / 'cache'}", "forget_class=3", "method=retrain"]  # fmt: skip
     with initialize_config_module("unlearn_cli.configs", version_base="1.3"):
         cfg = compose("config", overrides=overrides)
     run_experiment(cfg, tmp / "run")
@@ -64,7 +64,7 @@ def test_predict_refuses_tampered_checkpoints_and_bad_images(digits_run, tmp_pat
 
 
 def test_predict_cli(run_cli, tmp_path):
-    run_cli("run", *TINY, check=True)
+    run_cli("run", *TINY, "method=retrain", check=True)
     (checkpoint,) = (tmp_path / "outputs" / "runs").glob("*/checkpoints/unlearned.safetensors")
     Image.new("L", (8, 8)).save(tmp_path / "x.png")
     proc = run_cli("predict", str(checkpoint), str(tmp_path / "x.png"))

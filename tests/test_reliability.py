@@ -87,7 +87,7 @@ def test_interrupted_run_is_recorded_and_a_rerun_resumes_from_the_cache(tmp_path
     # 40 epochs: the retrain runs for seconds, so the signal lands inside its training loop.
     args = [unlearn_executable(), "run", "dataset=digits", "model.width=8",
             "model.train.epochs=40", "device=cpu", "forget_class=3",
-            "evaluation.noise_floor=false"]  # fmt: skip
+            "evaluation.noise_floor=false", "method=retrain"]  # fmt: skip
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, env=env,

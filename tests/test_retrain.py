@@ -31,7 +31,7 @@ def test_retrain_never_sees_a_forget_sample(make_cfg, tmp_path):
 
 
 def test_run_class_forgetting_end_to_end(make_cfg, tmp_path):
-    cfg = make_cfg(*TINY)
+    cfg = make_cfg(*TINY, "method=retrain")
     result = run_experiment(cfg, tmp_path / "run")
     models = result["models"]
     assert result["status"] == "completed"
@@ -67,7 +67,9 @@ def test_run_class_forgetting_end_to_end(make_cfg, tmp_path):
 
 
 def test_random_forgetting_run(make_cfg, tmp_path):
-    result = run_experiment(make_cfg(*TINY, "forget_fraction=0.1", "seed=3"), tmp_path / "r")
+    result = run_experiment(
+        make_cfg(*TINY, "method=retrain", "forget_fraction=0.1", "seed=3"), tmp_path / "r"
+    )
     split = result["split"]
     # 5% of the 192 training images are held out for validation; 10% of the other 182 go
     assert split["scenario"] == "random" and split["num_forget"] == 18

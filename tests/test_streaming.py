@@ -152,7 +152,7 @@ def test_cli_run_on_a_streamed_folder(run_cli, tmp_path, make_folder):
     cached = {p.name for p in (tmp_path / "outputs" / "cache" / "models").iterdir()}
     run_cli("run", "dataset=imagefolder", f"dataset.root={root}", "forget_class=elephant",
             "dataset.storage=memory", "dataset.workers=0", "dataset.augment=[crop,flip]",
-            "dataset.image_size=8", "model.train.epochs=10", "device=cpu",
+            "dataset.image_size=8", "method=retrain", "model.train.epochs=10", "device=cpu",
             "evaluation.noise_floor=false", "evaluation.plots=false", check=True)  # fmt: skip
     assert {
         p.name for p in (tmp_path / "outputs" / "cache" / "models").iterdir()

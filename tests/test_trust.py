@@ -22,7 +22,7 @@ def test_an_edited_image_folder_is_not_served_old_models(make_cfg, tmp_path):
     root = write_image_folder(tmp_path / "animals", broken=False)
     cfg = make_cfg("dataset=imagefolder", f"dataset.root={root}", "dataset.image_size=8",
                    "model=mlp", "model.train.epochs=2", "device=cpu", "forget_class=cat",
-                   *QUIET)  # fmt: skip
+                   "method=retrain", *QUIET)  # fmt: skip
     first = run_experiment(cfg, tmp_path / "a")["method_metrics"]
     again = run_experiment(cfg, tmp_path / "b")["method_metrics"]
     assert not first["original_hit"] and again["original_hit"] and again["retrain_hit"]
@@ -40,7 +40,8 @@ def test_an_edited_csv_is_not_served_old_models(make_cfg, tmp_path):
     path = tmp_path / "t.csv"
     frame.to_csv(path, index=False)
     cfg = make_cfg("dataset=tabular", "dataset.name=csv", f"dataset.path={path}",
-                   "model=logistic", "forget_fraction=0.1", "device=cpu", *QUIET)  # fmt: skip
+                   "model=logistic", "forget_fraction=0.1", "device=cpu", "method=retrain",
+                   *QUIET)  # fmt: skip
     assert not run_experiment(cfg, tmp_path / "a")["method_metrics"]["original_hit"]
     assert run_experiment(cfg, tmp_path / "b")["method_metrics"]["original_hit"]
     frame["b"] = frame["b"] * 3  # same file name, same shape, other numbers
@@ -91,7 +92,9 @@ def test_no_method_looks_at_the_test_set(make_cfg, tmp_path, method, options):
 
 
 def test_validation_split_is_recorded_and_never_trained_on(make_cfg, tmp_path):
-    data = run_experiment(make_cfg(*TINY, "forget_fraction=0.2", *QUIET), tmp_path / "run")
+    data = run_experiment(
+        make_cfg(*TINY, "method=retrain", "forget_fraction=0.2", *QUIET), tmp_path / "run"
+    )
     split = data["split"]
     assert split["num_validation"] > 0
     assert split["num_forget"] + split["num_retain"] + split["num_validation"] == 192
@@ -122,13 +125,27 @@ def test_sisa_setup_cost_is_its_own_figure(make_cfg, tmp_path):
 
 
 def test_the_noise_floor_is_a_second_retrain(make_cfg, tmp_path, capsys):
-    cfg = make_cfg(*TINY, "forget_fraction=0.2", "evaluation.plots=false",
+    cfg = make_cfg(*TINY, "method=retrain", "forget_fraction=0.2", "evaluation.plots=false",
                    "evaluation.noise_floor=true")  # fmt: skip
     data = run_experiment(cfg, tmp_path / "run")
     floor = data["models"]["retrain_other_seed"]
     assert floor["avg_gap"] > 0  # two exact retrainings of different seeds differ
     assert math.isnan(floor["time_s"])
-    assert "noise floor (retrain, other seed)" in capsys.readouterr().out
+    caption = " ".join(capsys.readouterr().out.split())  # the console wraps long lines
+    assert "noise floor (retrain, other seed)" in caption
+    # the verdict and the cost in plain words; method=retrain is its own reference
+    assert "the unlearned model is within it, at retraining's own cost (cost_ratio 1.00)" in caption
+
+
+def test_the_caption_gives_a_methods_cost_ratio_in_plain_words(make_cfg, tmp_path, capsys):
+    """Two retain epochs against retrain's ten, no other pass of the network: a fifth of
+    retraining's counted cost, said in the caption with the run's own cost_ratio."""
+    cfg = make_cfg(*TINY, "method=finetune", "method.retain_epochs=2", "forget_fraction=0.2",
+                   "evaluation.noise_floor=true")  # fmt: skip
+    ratio = run_experiment(cfg, tmp_path / "run")["models"]["unlearned"]["cost_ratio"]
+    assert ratio == pytest.approx(5.0)
+    caption = " ".join(capsys.readouterr().out.split())
+    assert "at 1/5 of retraining's cost (cost_ratio 5.00)" in caption
 
 
 def test_libraries_are_warmed_before_the_timer(make_cfg, tmp_path, monkeypatch):

@@ -40,7 +40,7 @@ commands:
   export  a run's unlearned model as a plain state dict and a torch.export program
 
 examples:
-  unlearn run                                   # retrain baseline, forget 'elephant'
+  unlearn run                                   # influence vs retrain, forget 'elephant'
   unlearn run forget_fraction=0.1 seed=1        # forget a random 10% of the training set
   unlearn run -m method=retrain seed=0,1,2      # a sweep, one job per seed
   unlearn report outputs/sweeps/<sweep folder>  # the sweep's table, mean ± std over seeds

@@ -1,6 +1,6 @@
-"""The README's option tables, generated from the schemas so the docs cannot drift.
+"""The option tables of docs/methods.md, generated from the schemas so the docs cannot drift.
 
-`python -m unlearn_cli.docs README.md` rewrites the part of README.md between the
+`python -m unlearn_cli.docs` rewrites the part of docs/methods.md between the
 `<!-- options:begin -->` and `<!-- options:end -->` markers; a test checks it is current.
 """
 
@@ -86,12 +86,12 @@ def options_markdown() -> str:
     return "\n".join([*parts, "", END])
 
 
-def with_tables(readme: str) -> str:
-    head, rest = readme.split(BEGIN, 1)
+def with_tables(page: str) -> str:
+    head, rest = page.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
     return head + options_markdown() + tail
 
 
 if __name__ == "__main__":
-    path = Path(sys.argv[1] if len(sys.argv) > 1 else "README.md")
+    path = Path(sys.argv[1] if len(sys.argv) > 1 else "docs/methods.md")
     path.write_text(with_tables(path.read_text(encoding="utf-8")), encoding="utf-8")

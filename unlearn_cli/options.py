@@ -80,7 +80,7 @@ TARGETS = ("class", "samples")
 
 
 def opt(default: Any, help: str = "") -> Any:  # noqa: A002 - the natural name for a help text
-    """A schema field with its default and the help text the README's option tables show."""
+    """A schema field with its default and the help text of the option tables (docs/methods.md)."""
     if isinstance(default, list):
         return dataclasses.field(default_factory=lambda: list(default), metadata={"help": help})
     return dataclasses.field(default=default, metadata={"help": help})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import random
 import shutil
 import time
@@ -343,7 +344,19 @@ def unsuited_warning(cfg: DictConfig, split: ForgetSplit) -> str:
     what = "a class" if split.targets == "class" else "samples"
     return (f"WARNING: {name} is documented as unsuited to forgetting {what}: on the tuning "
             "seeds none of its settings forgot on every seed, kept the model's accuracy and "
-            "beat doing nothing at once (the log and README give the figures).")  # fmt: skip
+            "beat doing nothing at once (figures: the log, docs/methods.md).")  # fmt: skip
+
+
+def cost_words(ratio: float | None) -> str:
+    """The caption's cost clause: retrain's counted sample passes over the method's (cost.py)."""
+    if ratio is None or not math.isfinite(ratio) or ratio <= 0:
+        return ""
+    if abs(ratio - 1) < 0.05:
+        return f", at retraining's own cost (cost_ratio {ratio:.2f})"
+    if ratio > 1:
+        share = f"{ratio:.0f}" if ratio >= 10 else f"{ratio:.2g}"
+        return f", at 1/{share} of retraining's cost (cost_ratio {ratio:.2f})"
+    return f", at {1 / ratio:.1f} times retraining's cost (cost_ratio {ratio:.2f})"
 
 
 def write_outputs(
@@ -379,7 +392,8 @@ def write_outputs(
         floor = rows["retrain_other_seed"]["avg_gap"]
         verdict = "within" if rows["unlearned"]["avg_gap"] <= floor else "outside"
         caption = (f"noise floor (retrain, other seed): avg_gap {floor:.2f}; the unlearned model "
-                   f"is {verdict} it. " + caption)  # fmt: skip
+                   f"is {verdict} it{cost_words(rows['unlearned'].get('cost_ratio'))}. "
+                   + caption)  # fmt: skip
     damage = utility_warning(rows)
     if damage:
         log.warning("%s", damage)
