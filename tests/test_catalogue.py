@@ -96,6 +96,24 @@ def test_gap_sets_and_formats_come_from_the_catalogue():
     assert CATALOGUE.get("mia_auc").digits == 3 and CATALOGUE.get("UA").digits == 2
 
 
+def test_every_condition_names_a_real_option():
+    from dataclasses import fields
+
+    from unlearn_cli.evaluation.options import PRESETS, EvaluationOptions
+    from unlearn_cli.methods import METHODS
+
+    options = {f.name for f in fields(EvaluationOptions)}
+    for metric in CATALOGUE:
+        for need in filter(None, metric.needs.split(", ")):
+            key, _, value = need.partition("=")
+            if key == "evaluation":
+                assert value in PRESETS, metric.name
+            elif key == "method":
+                assert value in METHODS.names(), metric.name
+            else:
+                assert key.removeprefix("evaluation.") in options, metric.name
+
+
 def test_docs_metrics_table_is_current():
     text = DOCS.read_text(encoding="utf-8")
     current = METRICS_BEGIN + text.split(METRICS_BEGIN, 1)[1].split(METRICS_END, 1)[0] + METRICS_END

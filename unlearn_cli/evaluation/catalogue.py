@@ -3,8 +3,9 @@
 The run's table, metrics.json, `unlearn report` (and `--bench`, `--pick`), the sweep summary,
 the report's plots, avg_gap / val_gap and docs/metrics.md's table all read this list. Adding a
 metric: its computation in a module of evaluation/, and its family and entries here (or, from
-any module, `CATALOGUE.family(...)` on the function that computes it). Definitions with
-formulas and references are in docs/metrics.md. This file is long because it is one list.
+any module, `CATALOGUE.family(...)` on the function that computes it), then
+`python -m unlearn_cli.docs docs/metrics.md`. Definitions with formulas and references are in
+docs/metrics.md.
 """
 
 from __future__ import annotations
