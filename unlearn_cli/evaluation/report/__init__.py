@@ -10,11 +10,12 @@ one, else from every pair of seeds' retrained models (at least two seeds needed)
 
 Runs of one method with different options (a tuning sweep) stay apart: rows are keyed by the
 method's options hash too, and labelled with the options that differ, `method (lr=0.01)`.
-
-The steps, one module each: collect (run folders -> per-seed rows), aggregate (over seeds, the
-floor and the marks), inside (the inside-the-model verdict), render (rich, Markdown, CSV, plots);
-bench_text holds BENCHMARKS.md's opening prose. The columns come from evaluation/catalogue.py.
 """
+
+# (This docstring is `unlearn report --help`.) The steps, one module each: collect (run folders
+# -> per-seed rows), aggregate (over seeds, the floor and the marks), inside (the inside-the-model
+# verdict), render (rich, Markdown, CSV, plots); bench_text holds BENCHMARKS.md's opening prose.
+# The columns come from evaluation/catalogue.py.
 
 from unlearn_cli.evaluation.report.aggregate import DAMAGED, WITHIN, aggregate
 from unlearn_cli.evaluation.report.bench_text import BENCH_PREAMBLE, BENCH_TITLE
