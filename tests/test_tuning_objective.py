@@ -46,11 +46,9 @@ def test_permuting_the_test_labels_leaves_val_gap_unchanged(make_cfg, tmp_path):
 
 
 def test_val_gap_is_the_mean_gap_over_ua_ra_and_the_validation_figures():
-    from unlearn_cli.evaluation.metrics import add_gaps
+    from unlearn_cli.evaluation.catalogue import gap_figures, val_gap_of
 
     retrain = {"UA": 10.0, "RA": 99.0, "TA": 90.0, "MIA": 30.0, "val_acc": 91.0, "val_MIA": 25.0}
     other = {"UA": 4.0, "RA": 97.0, "TA": 80.0, "MIA": 10.0, "val_acc": 87.0, "val_MIA": 35.0}
-    rows = {"retrain": dict(retrain), "unlearned": dict(other)}
-    add_gaps(rows)
-    assert rows["unlearned"]["val_gap"] == (6 + 2 + 4 + 10) / 4
-    assert rows["unlearned"]["avg_gap"] == (6 + 2 + 10 + 20) / 4
+    assert val_gap_of(other, retrain) == (6 + 2 + 4 + 10) / 4
+    assert gap_figures(other, retrain)["avg_gap"] == (6 + 2 + 10 + 20) / 4

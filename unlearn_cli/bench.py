@@ -27,7 +27,7 @@ from unlearn_cli.atomic import atomic_write_text
 from unlearn_cli.data import load_dataset
 from unlearn_cli.data.feed import TrainingFeed
 from unlearn_cli.device import resolve_device, resolve_threads
-from unlearn_cli.evaluation.report import machine_description
+from unlearn_cli.host import machine_description
 from unlearn_cli.models import build_model
 from unlearn_cli.training import make_optimizer, make_scheduler, train_classifier
 

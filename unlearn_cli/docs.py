@@ -1,7 +1,9 @@
-"""The option tables of docs/methods.md, generated from the schemas so the docs cannot drift.
+"""Generated documentation, so the docs cannot drift: the option tables (from the schemas) and
+the metric table (from evaluation/catalogue.py).
 
-`python -m unlearn_cli.docs` rewrites the part of docs/methods.md between the
-`<!-- options:begin -->` and `<!-- options:end -->` markers; a test checks it is current.
+`python -m unlearn_cli.docs docs/methods.md docs/metrics.md` rewrites, in each file given, the
+part between the `<!-- options:begin -->` and `<!-- options:end -->` markers and the part between
+`<!-- metrics:begin -->` and `<!-- metrics:end -->`; tests check both are current.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from pathlib import Path
 from unlearn_cli.options import choice_text, defaults_of, describe, fields_of, hints_of
 
 BEGIN, END = "<!-- options:begin -->", "<!-- options:end -->"
+METRICS_BEGIN, METRICS_END = "<!-- metrics:begin -->", "<!-- metrics:end -->"
+TARGETS = {"any": "every forget set", "class": "class forgetting", "samples": "samples"}
 
 
 def value_text(value) -> str:
@@ -86,12 +90,46 @@ def options_markdown() -> str:
     return "\n".join([*parts, "", END])
 
 
+def metrics_markdown() -> str:
+    """The catalogue as a table: every metric of metrics.json, in the order tables show them."""
+    from unlearn_cli.evaluation.catalogue import CATALOGUE
+    from unlearn_cli.evaluation.metric_registry import SECTIONS, UNITS
+
+    lines = [METRICS_BEGIN, "",
+             "| metric | family | unit | in | measured for | shown in | meaning |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for m in CATALOGUE:
+        gaps = ", ".join(g for g, on in (("avg_gap", m.gap), ("val_gap", m.val_gap)) if on)
+        applies = TARGETS[m.targets] + (f", with `{m.needs}`" if m.needs else "")
+        shown = [w for w, on in (("run table", m.run_table), (SECTIONS.get(m.report, ""),
+                 bool(m.report)), ("sweep summary", m.summary)) if on]  # fmt: skip
+        cells = [f"`{m.name}`", m.family, UNITS[m.unit].split(" (")[0], gaps or "-", applies,
+                 ", ".join(shown) or "metrics.json only", m.help]  # fmt: skip
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join([*lines, "", METRICS_END])
+
+
+def with_block(text: str, begin: str, end: str, body: str) -> str:
+    """`text` with its part from `begin` to `end` (markers included) replaced by `body`."""
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    return head + body + tail
+
+
 def with_tables(page: str) -> str:
-    head, rest = page.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    return head + options_markdown() + tail
+    return with_block(page, BEGIN, END, options_markdown())
+
+
+def regenerate(text: str) -> str:
+    """Every generated block `text` has, brought up to date."""
+    if BEGIN in text:
+        text = with_tables(text)
+    if METRICS_BEGIN in text:
+        text = with_block(text, METRICS_BEGIN, METRICS_END, metrics_markdown())
+    return text
 
 
 if __name__ == "__main__":
-    path = Path(sys.argv[1] if len(sys.argv) > 1 else "docs/methods.md")
-    path.write_text(with_tables(path.read_text(encoding="utf-8")), encoding="utf-8")
+    for name in sys.argv[1:] or ["docs/methods.md", "docs/metrics.md"]:
+        path = Path(name)
+        path.write_text(regenerate(path.read_text(encoding="utf-8")), encoding="utf-8")

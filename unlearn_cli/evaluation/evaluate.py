@@ -7,23 +7,11 @@ import math
 from torch import nn
 
 from unlearn_cli.data.split import ForgetSplit
-from unlearn_cli.evaluation.attacks import threshold_attacks
-from unlearn_cli.evaluation.closeness import (
-    confusion_matrix,
-    output_closeness,
-    per_class_accuracy,
-    weight_distance,
-)
-from unlearn_cli.evaluation.metrics import (
-    add_costs,
-    add_gaps,
-    core_metrics,
-    predict_logits,
-    true_class_confidence,
-    view_logits,
-)
+from unlearn_cli.evaluation.catalogue import CATALOGUE
+from unlearn_cli.evaluation.closeness import confusion_matrix, per_class_accuracy
+from unlearn_cli.evaluation.metric_registry import Evaluation
+from unlearn_cli.evaluation.metrics import predict_logits, true_class_confidence, view_logits
 from unlearn_cli.evaluation.options import EvaluationOptions
-from unlearn_cli.evaluation.representation import representation_metrics
 
 
 def evaluate_models(
@@ -35,41 +23,13 @@ def evaluate_models(
     seed: int,
     counts: dict | None = None,
 ) -> tuple[dict[str, dict], dict, dict]:
-    """Per-model metric rows (gaps and costs included), per-class details for metrics.json, and
-    each model's true-class confidences on forget and test samples (for the plots)."""
+    """Per-model metric rows (every family of the catalogue that applies), per-class details for
+    metrics.json, and each model's true-class confidences on forget and test samples (plots)."""
     logits, labels = {}, {}
     for role, model in models.items():
         logits[role], labels = view_logits(model, split, device, cfg.batch_size)
-    rows = {
-        role: {
-            **core_metrics(logits[role], labels, split.scenario, seed, cfg.mia_max_per_side),
-            **threshold_attacks(logits[role], labels),
-        }
-        for role in models
-    }
-    if "retrain" in models:
-        add_gaps(rows)
-    add_costs(rows, seconds, counts)
-    for role in models:
-        if "retrain" in models:
-            for view in ("forget", "test"):
-                rows[role].update(
-                    output_closeness(logits[role][view], logits["retrain"][view], view)
-                )
-            rows[role]["weight_distance"] = weight_distance(
-                models[role], models["original"], models["retrain"]
-            )
-        else:  # no oracle: how far the model moved from the original, and forget vs unseen
-            for view in ("forget", "test"):
-                rows[role].update(
-                    output_closeness(logits[role][view], logits["original"][view], f"orig_{view}")
-                )
-            rows[role].update(unseen_metrics(rows[role], split.scenario))
-    if cfg.representation:
-        inside = representation_metrics(models, split, device, cfg.batch_size, seed,
-                                        cfg.representation_max_samples)  # fmt: skip
-        for role, figures in inside.items():
-            rows[role].update(figures)
+    ev = Evaluation(models, split, cfg, seed, device, seconds, counts, logits, labels)
+    rows = CATALOGUE.compute(ev)
     x_test, y_test = split.data.x_test, split.data.y_test
     full_test = {r: predict_logits(m, x_test, device, cfg.batch_size) for r, m in models.items()}
     details: dict = {
@@ -86,14 +46,6 @@ def evaluate_models(
         for role in models
     }
     return rows, details, confidences
-
-
-def unseen_metrics(row: dict, scenario: str) -> dict[str, float]:
-    """Accuracy on unseen data of the forget set's kind (the forgotten class's test images, or
-    the test set for samples) and the forget set's lead over it: a model that has forgotten
-    treats its forget set like data it never saw."""
-    unseen = row["forget_test_acc"] if scenario == "class" else row["test_acc"]
-    return {"unseen_acc": unseen, "forget_minus_unseen": row["forget_acc"] - unseen}
 
 
 def evidence_verdict(rows: dict, split: ForgetSplit) -> str:

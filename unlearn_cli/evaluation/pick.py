@@ -24,7 +24,7 @@ from __future__ import annotations
 import pandas as pd
 
 from unlearn_cli.evaluation.metrics import UTILITY_POINTS
-from unlearn_cli.evaluation.report import FLOOR, ORIGINAL
+from unlearn_cli.evaluation.report.collect import FLOOR, ORIGINAL
 
 FORGOT_POINTS = 10.0  # a class counts as forgotten when UA is this close to retrain's
 # "Beats doing nothing" means by more than noise: a setting that leaves 99% of the do-nothing

@@ -16,6 +16,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from unlearn_cli.atomic import atomic_path  # noqa: E402
+from unlearn_cli.evaluation.catalogue import CATALOGUE  # noqa: E402
 
 ROLE_COLOURS = {"original": "#9e9e9e", "retrain": "#2e7d32", "unlearned": "#1565c0"}
 
@@ -64,8 +65,9 @@ def confidence_histograms(conf: dict[str, dict[str, np.ndarray]], labels: dict[s
 
 
 def metric_bars(table: pd.DataFrame, path: Path) -> Path:
-    """UA/RA/TA/MIA per method (mean ± std), the retrain level as a dashed line, per scenario."""
-    metrics = ["UA", "RA", "TA", "MIA"]
+    """The gap's metrics (UA/RA/TA/MIA) per method (mean ± std), the retrain level as a dashed
+    line, per scenario."""
+    metrics = CATALOGUE.names(gap=True)
     scenarios = list(dict.fromkeys(table["scenario"]))
     height = 0.35 * table["method"].nunique() * len(scenarios) + 2
     fig, axes = plt.subplots(

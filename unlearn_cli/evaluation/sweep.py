@@ -13,12 +13,11 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from unlearn_cli.console import out_console
+from unlearn_cli.evaluation.catalogue import CATALOGUE
 from unlearn_cli.evaluation.tables import rich_table, write_csv
 from unlearn_cli.record import run_status
 
 log = logging.getLogger(__name__)
-
-SUMMARY_COLUMNS = ("UA", "RA", "TA", "MIA", "mia_auc", "avg_gap", "val_gap", "time_s", "speedup")
 
 # Set by the callback when a job of the last sweep failed; the CLI turns it into the exit code.
 last_sweep_failed = False
@@ -37,7 +36,7 @@ def job_row(metrics_file: Path) -> dict[str, Any]:
         "seed": cfg.get("seed"),
     }
     unlearned = data.get("models", {}).get("unlearned", {})
-    row.update({c: unlearned.get(c, math.nan) for c in SUMMARY_COLUMNS})
+    row.update({c: unlearned.get(c, math.nan) for c in CATALOGUE.names(summary=True)})
     return row
 
 

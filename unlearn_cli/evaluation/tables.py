@@ -9,21 +9,12 @@ import pandas as pd
 from rich.table import Table
 
 from unlearn_cli.atomic import atomic_write
+from unlearn_cli.evaluation.catalogue import CATALOGUE
 
-MODEL_COLUMNS = (
-    "forget_acc", "retain_acc", "test_acc", "forget_test_acc",
-    "UA", "RA", "TA", "MIA", "mia_attack_acc", "mia_auc",
-    "mia_conf", "mia_entropy", "mia_m_entropy",
-    "avg_gap", "val_acc", "val_MIA", "val_gap",
-    "time_s", "speedup", "cost_units", "cost_ratio", "setup_s",
-    "agree_forget", "js_forget", "kl_forget", "agree_test", "js_test", "kl_test",
-    "weight_distance", "lira_member", "ulira_member",
-    # evaluation.representation: penultimate-layer probes and CKA to the retrained model
-    "probe_forget_acc", "probe_acc", "knn_forget_acc", "knn_acc", "cka_forget", "cka_test",
-    # evaluation.reference=none: forget vs unseen data, and closeness to the original
-    "unseen_acc", "forget_minus_unseen", "agree_orig_forget", "kl_orig_forget",
-    "agree_orig_test", "kl_orig_test",
-)  # fmt: skip
+
+def model_columns() -> tuple[str, ...]:
+    """The run table's rows and metrics.csv's columns: the catalogue's, in its order."""
+    return CATALOGUE.names(run_table=True)
 
 
 def fmt(value: object) -> str:
@@ -58,7 +49,7 @@ def metrics_by_model_table(frame: pd.DataFrame, title: str, caption: str | None 
     table.add_column("metric")
     for name in frame["name"]:
         table.add_column(str(name), justify="right")
-    for col in MODEL_COLUMNS:
+    for col in model_columns():
         if frame[col].isna().all():
             continue  # nobody computed it (e.g. lira_member without evaluation=lira)
         table.add_row(col, *(fmt(v) for v in frame[col]))
@@ -71,7 +62,7 @@ def models_frame(rows: dict[str, dict[str, float]], labels: dict[str, str]) -> p
         {
             "model": role,
             "name": labels[role],
-            **{c: rows[role].get(c, math.nan) for c in MODEL_COLUMNS},
+            **{c: rows[role].get(c, math.nan) for c in model_columns()},
         }
         for role in rows
     ]
