@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import hashlib
-import json
 import logging
 import os
 import platform
@@ -23,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 import unlearn_cli
 from unlearn_cli.atomic import atomic_write_json
 from unlearn_cli.errors import WriteFailed
+from unlearn_cli.fingerprint import short_hash
 
 log = logging.getLogger(__name__)
 
@@ -69,12 +68,6 @@ def run_status(data: dict[str, Any]) -> str:
     if status == "running" and isinstance(process, dict) and process_alive(process) is False:
         return "killed"
     return status
-
-
-def short_hash(value: Any) -> str:
-    """16 hex digits of the sha256 of `value` as sorted-key JSON: stable across dict orders."""
-    blob = json.dumps(value, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def config_hash(cfg: DictConfig) -> str:
