@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from unlearn_cli.models.checkpoint import file_sha256, save_checkpoint
+from unlearn_cli.validate import validate_config
 
 from .conftest import TINY
 
@@ -166,7 +167,7 @@ def checkpoint(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("ckpt")
     with initialize_config_module("unlearn_cli.configs", version_base="1.3"):
         cfg = compose("config", overrides=[*TINY, "dataset=digits", f"cache_dir={tmp / 'c'}"])
-    run_experiment(cfg, tmp / "run")
+    run_experiment(validate_config(cfg), tmp / "run")
     return tmp / "run" / "checkpoints" / "unlearned.safetensors"
 
 
