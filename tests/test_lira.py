@@ -22,7 +22,7 @@ from unlearn_cli.evaluation.lira import (
 )
 from unlearn_cli.methods.retrain import RetrainOptions
 from unlearn_cli.models import build_model
-from unlearn_cli.options import Choice
+from unlearn_cli.registry import Choice
 from unlearn_cli.run import build_models, run_experiment
 from unlearn_cli.training import train_classifier
 from unlearn_cli.validate import validate_config

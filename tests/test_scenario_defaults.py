@@ -21,12 +21,12 @@ from unlearn_cli.methods.base import (
 )
 from unlearn_cli.options import (
     TARGETS,
-    Choice,
     accepts,
     hints_of,
     memorised_defaults,
     targets_defaults,
 )
+from unlearn_cli.registry import Choice
 from unlearn_cli.validate import validate_config
 
 from .conftest import TINY
@@ -183,8 +183,9 @@ def test_the_memorising_run_records_the_options_it_ran_with(make_cfg, tmp_path, 
     """metrics.json's method options (what `unlearn report` keys rows by) are the ones the
     method ran with, not the samples defaults it was validated with."""
     from unlearn_cli import run as run_module
+    from unlearn_cli import run_models
 
-    monkeypatch.setattr(run_module, "note_memorised_original",
+    monkeypatch.setattr(run_models, "note_memorised_original",
                         lambda *a, **k: {"original_memorises": True})  # fmt: skip
     cfg = make_cfg(*TINY, "method=influence", "forget_fraction=0.1", "evaluation.plots=false")
     record = run_module.run_experiment(validate_config(cfg), tmp_path / "run")

@@ -40,7 +40,7 @@ from unlearn_cli.models.checkpoint import (
     read_metadata,
     save_checkpoint,
 )
-from unlearn_cli.options import Choice
+from unlearn_cli.registry import Choice
 
 log = logging.getLogger(__name__)
 

@@ -7,6 +7,9 @@ text. `parse(Schema, node, "method")` turns a composed config node into a schema
 raises one `UserError` line that names the key, what is allowed and the value given; a schema's
 `check()` adds rules that involve several fields. Nothing is loaded or trained before every node
 of a run has been parsed (see validate.py).
+
+One concept, the schema language (declaring, parsing and describing an option), in one file: its
+parts are only used together.
 """
 
 from __future__ import annotations
@@ -18,17 +21,7 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import (
-    Annotated,
-    Any,
-    ClassVar,
-    Generic,
-    Literal,
-    TypeVar,
-    Union,
-    get_args,
-    get_origin,
-)
+from typing import Annotated, Any, ClassVar, Literal, TypeVar, Union, get_args, get_origin
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -163,25 +156,6 @@ class Options:
         """Whether the method calls torch.func (whose first call costs seconds of set-up that
         are warmed up before the timer starts)."""
         return False
-
-
-OptionsT = TypeVar("OptionsT", bound=Options)
-
-
-@dataclass(frozen=True)
-class Choice(Generic[OptionsT]):
-    """A config group's pick: the name chosen (`method=ssd`) and its validated options.
-
-    `as_written` keeps the options before per-scenario `auto` defaults were resolved (methods
-    only; None elsewhere): what the user left to the defaults."""
-
-    name: str
-    options: OptionsT
-    as_written: OptionsT | None = None
-
-    def plain(self) -> dict[str, Any]:
-        """The node as plain data, as its YAML spells it (cache keys, checkpoint metadata)."""
-        return {"name": self.name, **dataclasses.asdict(self.options)}
 
 
 def fail(where: str, key: str, rule: str, value: Any) -> UserError:

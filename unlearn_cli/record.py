@@ -22,7 +22,8 @@ from unlearn_cli.atomic import atomic_write_json
 from unlearn_cli.data.builders import LOADING_ONLY
 from unlearn_cli.errors import WriteFailed
 from unlearn_cli.fingerprint import short_hash
-from unlearn_cli.options import Choice, Options
+from unlearn_cli.options import Options
+from unlearn_cli.registry import Choice
 
 if TYPE_CHECKING:  # the typed config: read here, never built
     from unlearn_cli.validate import RunConfig

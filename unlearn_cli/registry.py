@@ -2,15 +2,35 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import inspect
 import typing
 from collections.abc import Callable, Iterable
-from typing import Generic, TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 from unlearn_cli.errors import UserError
 
 T = TypeVar("T")
+OptionsT = TypeVar("OptionsT")
+
+
+@dataclass(frozen=True)
+class Choice(Generic[OptionsT]):
+    """A config group's pick: the name chosen from its registry (`method=ssd`) and its
+    validated options.
+
+    `as_written` keeps the options before per-scenario `auto` defaults were resolved (methods
+    only; None elsewhere): what the user left to the defaults."""
+
+    name: str
+    options: OptionsT
+    as_written: OptionsT | None = None
+
+    def plain(self) -> dict[str, Any]:
+        """The node as plain data, as its YAML spells it (cache keys, checkpoint metadata)."""
+        return {"name": self.name, **dataclasses.asdict(self.options)}
 
 
 def unknown_choice(kind: str, name: object, choices: Iterable[str]) -> UserError:

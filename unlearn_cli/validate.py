@@ -26,8 +26,8 @@ from unlearn_cli.evaluation.options import EVALUATIONS, EvaluationOptions
 from unlearn_cli.methods import METHODS
 from unlearn_cli.models.builders import MODELS, ModelOptions
 from unlearn_cli.models.state_files import check_suffix
-from unlearn_cli.options import Choice, Count, Natural, Options, Range, opt, parse
-from unlearn_cli.registry import Registry
+from unlearn_cli.options import Count, Natural, Options, Range, opt, parse
+from unlearn_cli.registry import Choice, Registry
 
 ClassSpec = str | int | list[str | int] | None
 Fraction = Annotated[float, Range(gt=0, lt=1)]

@@ -23,7 +23,6 @@ from unlearn_cli.data.public import load_public
 from unlearn_cli.data.tabular import BUNDLED, load_table, tabular_dataset
 from unlearn_cli.errors import UserError
 from unlearn_cli.options import (
-    Choice,
     Count,
     Natural,
     NonNegative,
@@ -33,7 +32,7 @@ from unlearn_cli.options import (
     fail,
     opt,
 )
-from unlearn_cli.registry import Registry
+from unlearn_cli.registry import Choice, Registry
 
 DatasetBuilder = Callable[[Options, Path], ImageDataset]
 DATASETS: Registry[DatasetBuilder] = Registry("dataset")

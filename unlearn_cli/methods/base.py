@@ -20,8 +20,8 @@ from torch import nn
 from unlearn_cli.cost import Cost
 from unlearn_cli.data.split import ForgetSplit
 from unlearn_cli.inference import accuracy, predict_logits
-from unlearn_cli.options import Choice, Options, memorised_defaults, parse, targets_defaults
-from unlearn_cli.registry import Registry
+from unlearn_cli.options import Options, memorised_defaults, parse, targets_defaults
+from unlearn_cli.registry import Choice, Registry
 from unlearn_cli.training import train_options
 
 

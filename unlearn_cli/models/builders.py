@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from unlearn_cli.options import Choice, Count, Options, opt, parse
-from unlearn_cli.registry import Registry
+from unlearn_cli.options import Count, Options, opt, parse
+from unlearn_cli.registry import Choice, Registry
 from unlearn_cli.training import TrainOptions
 
 InputShape = tuple[int, int, int]
