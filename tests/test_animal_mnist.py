@@ -12,6 +12,7 @@ import pytest
 
 from unlearn_cli.data import animal_mnist, load_dataset
 from unlearn_cli.errors import UserError
+from unlearn_cli.validate import validate_config
 
 
 class Boom:
@@ -56,7 +57,7 @@ needs_package = pytest.mark.skipif(
 @needs_package
 def test_real_dataset_split_and_cache(make_cfg, tmp_path):
     cfg = make_cfg()
-    data = load_dataset(cfg.dataset, tmp_path)
+    data = load_dataset(validate_config(cfg).dataset, tmp_path)
     assert data.classes[5] == "elephant" and data.num_classes == 10
     assert data.num_train == 8000 and len(data.y_test) == 2000
     assert data.input_shape == (1, 28, 28)
@@ -65,7 +66,7 @@ def test_real_dataset_split_and_cache(make_cfg, tmp_path):
     assert np.bincount(data.y_test.numpy()).tolist() == [200] * 10
     cache_file = Path(tmp_path) / "datasets" / "animal_mnist-v3.npz"
     assert cache_file.is_file()
-    again = load_dataset(cfg.dataset, tmp_path)  # from the .npz this time
+    again = load_dataset(validate_config(cfg).dataset, tmp_path)  # from the .npz this time
     assert np.array_equal(again.x_test.numpy(), data.x_test.numpy())
 
 
@@ -74,7 +75,7 @@ def test_corrupt_npz_cache_is_rebuilt(make_cfg, tmp_path):
     cache_file = Path(tmp_path) / "datasets" / "animal_mnist-v3.npz"
     cache_file.parent.mkdir(parents=True)
     cache_file.write_bytes(b"not a zip file")
-    data = load_dataset(make_cfg().dataset, tmp_path)
+    data = load_dataset(validate_config(make_cfg()).dataset, tmp_path)
     assert data.num_train == 8000
     with np.load(cache_file, allow_pickle=False) as npz:
         assert npz["images"].shape == (10000, 28, 28)

@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from unlearn_cli.models.checkpoint import file_sha256, save_checkpoint
+from unlearn_cli.validate import validate_config
 
 from .conftest import TINY
 
@@ -169,7 +170,7 @@ def checkpoint(tmp_path_factory) -> Path:
             "config",
             overrides=[*TINY, "method=retrain", "dataset=digits", f"cache_dir={tmp / 'c'}"],
         )
-    run_experiment(cfg, tmp / "run")
+    run_experiment(validate_config(cfg), tmp / "run")
     return tmp / "run" / "checkpoints" / "unlearned.safetensors"
 
 

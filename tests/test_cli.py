@@ -115,6 +115,6 @@ def test_runs_from_another_directory_use_its_outputs(run_cli, tmp_path):
 def test_a_sweep_over_the_variant_group_is_checked_like_other_groups():
     """`variant=full,memorise` on the command line composes each variant (it used to be set as
     a plain key and ended in a ConfigAttributeError traceback)."""
-    from unlearn_cli.cli import check_overrides
+    from unlearn_cli.overrides import check_overrides
 
     check_overrides(["-m", "variant=full,memorise", "device=cpu"])

@@ -246,12 +246,12 @@ def test_audit_unlearns_from_one_original_unless_told_otherwise(run_cli, tmp_pat
     import hashlib
     import json
 
-    import unlearn_cli.run
+    import unlearn_cli.unlearning
 
     from .conftest import TINY
 
     started: list[tuple[int, str]] = []
-    real = unlearn_cli.run.run_method
+    real = unlearn_cli.unlearning.run_method
 
     def spy(name, model, split, ctx, opts=None):
         if name != "retrain":  # the retrained side trains from scratch
@@ -259,7 +259,7 @@ def test_audit_unlearns_from_one_original_unless_told_otherwise(run_cli, tmp_pat
             started.append((ctx.seed, hashlib.sha256(blob).hexdigest()))
         return real(name, model, split, ctx, opts)
 
-    monkeypatch.setattr(unlearn_cli.run, "run_method", spy)
+    monkeypatch.setattr(unlearn_cli.unlearning, "run_method", spy)
 
     def audit(*sampling: str) -> tuple[list[tuple[int, str]], dict]:
         started.clear()

@@ -10,10 +10,10 @@ import torch
 from hydra import compose, initialize_config_module
 
 from unlearn_cli.audit import audit_dir
-from unlearn_cli.cli import CONFIG_GROUPS, group_options
 from unlearn_cli.data import DATASETS
 from unlearn_cli.methods import METHODS
 from unlearn_cli.models import MODELS, build_model
+from unlearn_cli.overrides import CONFIG_GROUPS, group_options
 from unlearn_cli.validate import validate_config
 
 from .conftest import TINY

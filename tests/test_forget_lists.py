@@ -12,13 +12,14 @@ from unlearn_cli.data import load_dataset, make_split
 from unlearn_cli.data.forget_list import read_forget_list
 from unlearn_cli.data.split import validation_rows
 from unlearn_cli.errors import UserError
+from unlearn_cli.validate import validate_config
 
 from .conftest import TINY, min_distance, retrain_inputs
 
 
 @pytest.fixture
 def data(make_cfg):
-    return load_dataset(make_cfg(*TINY).dataset, "unused")
+    return load_dataset(validate_config(make_cfg(*TINY)).dataset, "unused")
 
 
 def listable(data) -> list[int]:

@@ -9,6 +9,7 @@ import pytest
 
 from unlearn_cli.data import load_dataset
 from unlearn_cli.errors import UserError
+from unlearn_cli.validate import validate_config
 
 CLASSES = ("cat", "dog", "elephant")  # the folders `make_folder` (conftest) writes
 
@@ -17,7 +18,7 @@ def test_folder_loads_with_ids_and_skips_broken_images(make_cfg, tmp_path, caplo
     root = make_folder(tmp_path / "animals")
     cfg = make_cfg("dataset=imagefolder", f"dataset.root={root}", "dataset.image_size=8")
     with caplog.at_level(logging.WARNING):
-        data = load_dataset(cfg.dataset, "unused")
+        data = load_dataset(validate_config(cfg).dataset, "unused")
     assert "skipped 1 unreadable image(s): broken.png" in caplog.text
     assert data.classes == ("cat", "dog", "elephant") and data.input_shape == (3, 8, 8)
     assert data.num_train + len(data.y_test) == 45
@@ -27,7 +28,7 @@ def test_folder_loads_with_ids_and_skips_broken_images(make_cfg, tmp_path, caplo
 def test_train_and_test_folders_are_the_split(make_cfg, tmp_path, make_folder):
     root = make_folder(tmp_path / "animals", broken=False, split=True)
     cfg = make_cfg("dataset=imagefolder", f"dataset.root={root}", "dataset.channels=1")
-    data = load_dataset(cfg.dataset, "unused")
+    data = load_dataset(validate_config(cfg).dataset, "unused")
     assert data.num_train == 36 and len(data.y_test) == 9 and data.input_shape == (1, 32, 32)
     assert all(i.startswith("train/") for i in data.ids())
 
@@ -44,7 +45,7 @@ def test_bad_folders_are_clear_errors(make_cfg, tmp_path, problem, make_folder):
     message = {"missing": "no such folder", "empty_class": "zebra has no images",
                "no_classes": "no class folders"}[problem]  # fmt: skip
     with pytest.raises(UserError, match=message):
-        load_dataset(cfg.dataset, "unused")
+        load_dataset(validate_config(cfg).dataset, "unused")
 
 
 def test_cli_resnet18_on_a_png_folder(run_cli, tmp_path, make_folder):

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 import unlearn_cli.methods as methods
 from unlearn_cli.data import load_dataset
@@ -21,6 +22,7 @@ from unlearn_cli.evaluation.lira import (
 )
 from unlearn_cli.methods.retrain import RetrainOptions
 from unlearn_cli.models import build_model
+from unlearn_cli.registry import Choice
 from unlearn_cli.run import build_models, run_experiment
 from unlearn_cli.training import train_classifier
 from unlearn_cli.validate import validate_config
@@ -51,7 +53,7 @@ def test_lira_run_separates_original_from_retrain(make_cfg, tmp_path):
     cfg = make_cfg(*TINY, "evaluation=lira", "evaluation.lira.shadow_models=4",
                    "dataset.noise=2.0", "model.train.epochs=30", "forget_fraction=0.2",
                    "evaluation.plots=false", "method=retrain")  # fmt: skip
-    rows = run_experiment(cfg, tmp_path / "run")["models"]
+    rows = run_experiment(validate_config(cfg), tmp_path / "run")["models"]
     assert rows["original"]["lira_member"] > rows["retrain"]["lira_member"]
     assert 0 <= rows["unlearned"]["lira_member"] <= 100
 
@@ -70,10 +72,15 @@ def test_ulira_scores_on_hand_made_gaussians():
     assert not same.any()
 
 
-def test_ulira_pair_seeds_never_are_the_scored_models():
-    settings = {"seed": 1000, "shadow_models": 4}
-    cfg = OmegaConf.create({"seed": 1001, "evaluation": {"lira": settings}})
-    assert pair_seeds(cfg) == [1000, 1003, 1004, 1005]  # 1001: the run's, 1002: the noise floor's
+def test_ulira_pair_seeds_never_are_the_scored_models(make_cfg):
+    config = validate_config(make_cfg("seed=1001", "evaluation=ulira", "evaluation.lira.seed=1000",
+                                      "evaluation.lira.shadow_models=4"))  # fmt: skip
+    assert pair_seeds(config) == [
+        1000,
+        1003,
+        1004,
+        1005,
+    ]  # 1001: the run's, 1002: the noise floor's
 
 
 # Hard, memorised tiny data: a no-op is far from retraining on the forget samples.
@@ -101,12 +108,12 @@ def test_ulira_populations_are_unlearned_and_retrained_shadows(make_cfg, tmp_pat
     monkeypatch.setattr(lira, "trained_shadow", spy_train)
     base = [*TINY, "evaluation.lira.shadow_models=4", "forget_fraction=0.2",
             "method=finetune", "method.retain_epochs=1"]  # fmt: skip
-    run_experiment(make_cfg(*base, "evaluation=lira"), tmp_path / "lira")
+    run_experiment(validate_config(make_cfg(*base, "evaluation=lira")), tmp_path / "lira")
     assert not [c for c in calls if c[0] == "finetune"]  # the run's own call goes elsewhere
     assert {kind for kind, *_ in trained} == {"shadow"}
     calls.clear()
     trained.clear()
-    data = run_experiment(make_cfg(*base, "evaluation=ulira"), tmp_path / "ulira")
+    data = run_experiment(validate_config(make_cfg(*base, "evaluation=ulira")), tmp_path / "ulira")
     split = split_of(make_cfg(*base, "evaluation=ulira"))
     shadow_calls = [c for c in calls if c[0] == "finetune"]
     seeds = [1000, 1001, 1002, 1003]  # lira.seed up
@@ -138,7 +145,7 @@ def test_ulira_class_forgetting_removes_the_whole_class_from_every_pair(make_cfg
 
     monkeypatch.setattr(methods, "run_method", spy)
     cfg = make_cfg(*TINY, "evaluation=ulira", "evaluation.lira.shadow_models=2", "method=finetune")
-    data = run_experiment(cfg, tmp_path / "run")
+    data = run_experiment(validate_config(cfg), tmp_path / "run")
     split = split_of(cfg)
     assert split.scenario == "class"
     shadow_calls = [f for name, f in calls if name == "finetune"]  # the shadows' only
@@ -153,7 +160,7 @@ def test_ulira_of_exact_retraining_is_50(make_cfg, tmp_path):
     """method=retrain: side A is side B and the unlearned model is the retrained one."""
     cfg = make_cfg(*TINY, "evaluation=ulira", "evaluation.lira.shadow_models=2", "method=retrain",
                    "forget_fraction=0.2")  # fmt: skip
-    data = run_experiment(cfg, tmp_path / "run")
+    data = run_experiment(validate_config(cfg), tmp_path / "run")
     assert data["method_metrics"]["ulira_acc"] == pytest.approx(50)
 
 
@@ -161,13 +168,14 @@ def test_ulira_tells_a_no_op_from_retraining(make_cfg, monkeypatch):
     """Ground truth on a tiny model: a method that changes nothing (the run's unlearned model is
     its original; the shadows' side A their originals) is far from retraining."""
     cfg = make_cfg(*MEMORISED)
+    config = validate_config(cfg)
     split, device = split_of(cfg), torch.device("cpu")
-    models = build_models(cfg, split, device).models
+    models = build_models(config, split, device).models
     monkeypatch.setattr(methods, "run_method", with_fixtures(cfg, methods.run_method))
     no_op = {"retrain": models["retrain"], "unlearned": models["original"]}
     rows = {role: {} for role in no_op}
-    train = validate_config(cfg).model.train
-    scores = add_ulira(rows, no_op, split, cfg, device, "no_op", RetrainOptions(), train)
+    variant = replace(config, method=Choice("no_op", RetrainOptions()))
+    scores = add_ulira(rows, no_op, split, variant, device)
     assert scores["ulira_acc"] > 75  # 84-89 over run seeds 0-3
     assert rows["unlearned"]["ulira_member"] > rows["retrain"]["ulira_member"] + 50
 
@@ -180,9 +188,8 @@ def test_ulira_cannot_tell_exact_unlearning_from_retraining(make_cfg, monkeypatc
     cfg = make_cfg(*MEMORISED)
     split, device = split_of(cfg), torch.device("cpu")
     monkeypatch.setattr(methods, "run_method", with_fixtures(cfg, methods.run_method))
-    train = validate_config(cfg).model.train
-    phi_a, phi_b = lira.ulira_phis(cfg, split, device, "retrain_other_seed", RetrainOptions(),
-                                   train)  # fmt: skip
+    variant = replace(validate_config(cfg), method=Choice("retrain_other_seed", RetrainOptions()))
+    phi_a, phi_b = lira.ulira_phis(variant, split, device)
     accs = []
     for pair in range(4):
         looks = [looks_unlearned(lira.phi_of(retrained(cfg, split, seed), split, device, 256),
@@ -214,4 +221,5 @@ def retrained(cfg, split, seed: int):
 
 
 def split_of(cfg):
-    return split_from_config(load_dataset(cfg.dataset, cfg.cache_dir), cfg)
+    config = validate_config(cfg)
+    return split_from_config(load_dataset(config.dataset, cfg.cache_dir), config)

@@ -26,6 +26,7 @@ from unlearn_cli.cost import attach_counter, counting
 from unlearn_cli.data.feed import TrainingFeed
 from unlearn_cli.record import RunRecord, run_status
 from unlearn_cli.training import TrainOptions, train_classifier
+from unlearn_cli.validate import validate_config
 
 from .conftest import TINY, unlearn_executable
 
@@ -437,7 +438,7 @@ def dead_pid() -> int:
 def test_a_run_whose_process_is_gone_is_killed(make_cfg, tmp_path, run_cli, unlearn_here):
     cfg = make_cfg(*TINY)
     run_dir = tmp_path / "outputs" / "runs" / "a"
-    record = RunRecord(run_dir, cfg, "class1")
+    record = RunRecord(run_dir, validate_config(cfg), "class1")
     assert run_status(record.data) == "running"  # this very process: alive
     record.data["process"]["pid"] = dead_pid()
     record.write()
@@ -452,7 +453,7 @@ def test_a_run_whose_process_is_gone_is_killed(make_cfg, tmp_path, run_cli, unle
 
 
 def test_a_run_on_another_host_is_not_called_killed(make_cfg, tmp_path):
-    record = RunRecord(tmp_path / "run", make_cfg(*TINY), "class1")
+    record = RunRecord(tmp_path / "run", validate_config(make_cfg(*TINY)), "class1")
     record.data["process"] |= {"host": "some-other-node", "pid": dead_pid()}
     assert run_status(record.data) == "running"  # cannot be known from here
 
@@ -460,7 +461,7 @@ def test_a_run_on_another_host_is_not_called_killed(make_cfg, tmp_path):
 def test_the_sweep_summary_shows_killed_jobs(make_cfg, tmp_path):
     from unlearn_cli.evaluation.sweep import summarise_sweep
 
-    record = RunRecord(tmp_path / "0_job", make_cfg(*TINY), "class1")
+    record = RunRecord(tmp_path / "0_job", validate_config(make_cfg(*TINY)), "class1")
     record.data["process"]["pid"] = dead_pid()
     record.write()
     assert list(summarise_sweep(tmp_path)["status"]) == ["killed"]

@@ -18,6 +18,7 @@ from unlearn_cli.methods import METHODS, UnlearnContext, method_options, run_met
 from unlearn_cli.methods.influence_solvers import FlatObjective
 from unlearn_cli.models import build_model
 from unlearn_cli.training import train_classifier
+from unlearn_cli.validate import validate_config
 
 from .conftest import TINY
 
@@ -39,7 +40,7 @@ def trained(tmp_path_factory):
 
     with initialize_config_module("unlearn_cli.configs", version_base="1.3"):
         cfg = compose("config", overrides=METHOD_DATA)
-    data = load_dataset(cfg.dataset, tmp_path_factory.mktemp("cache"))
+    data = load_dataset(validate_config(cfg).dataset, tmp_path_factory.mktemp("cache"))
     model = build_model(cfg.model, data.input_shape, data.num_classes, seed=0)
     train_classifier(model, data.x_train, data.y_train, cfg.model.train, CPU, 0, "original")
     return cfg, data, model

@@ -111,10 +111,11 @@ def test_delete_forgets_a_class_and_says_samples_are_unsuited(trained, make_cfg,
                               "method.lr=0.01")  # fmt: skip
     assert acc(model, split.forget) <= 5 and acc(model, split.retain) >= 90
     from unlearn_cli.methods import log_method_defaults
+    from unlearn_cli.validate import choose
 
     cfg = make_cfg(*METHOD_DATA, "method=delete")
     with caplog.at_level("WARNING"):
-        log_method_defaults(cfg.method, method_options(cfg.method, "samples"), "samples")
+        log_method_defaults(choose("method", cfg.method, "samples"), "samples")
     assert "not suited to forgetting samples" in caplog.text
 
 

@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf, open_dict
 
-from unlearn_cli.cli import group_options
 from unlearn_cli.data import DATASETS
 from unlearn_cli.errors import UserError
 from unlearn_cli.evaluation.options import EvaluationOptions
 from unlearn_cli.methods import METHODS, options_type
 from unlearn_cli.models.builders import model_options_type
 from unlearn_cli.options import Options, accepts, defaults_of, fields_of, hints_of, range_of
+from unlearn_cli.overrides import group_options
 from unlearn_cli.validate import RunOptions, validate_config
 
 from .conftest import TINY
@@ -260,6 +260,7 @@ def toy_method(tmp_path):
 NEW_METHOD_CHECKS = """
 import contextlib, io, json, sys
 import unlearn_cli.cli as cli
+import unlearn_cli.resolvers as resolvers
 
 def unlearn(*args):
     out, err = io.StringIO(), io.StringIO()
@@ -276,7 +277,7 @@ print(json.dumps({
     "run": unlearn("run", *tiny, "model.train.epochs=2", "method=toy_scale", "method.factor=0.9",
                    "evaluation.plots=false"),
     "bad": unlearn("run", *tiny, "method=toy_scale", "method.factor=-1"),
-    "bench": cli.registered_methods().split(","),
+    "bench": resolvers.registered_methods().split(","),
     "file": cli.__file__,
 }))
 """

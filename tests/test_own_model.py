@@ -21,6 +21,7 @@ from unlearn_cli.methods.salun import SalunOptions
 from unlearn_cli.models import build_model, save_checkpoint
 from unlearn_cli.models.checkpoint import file_sha256
 from unlearn_cli.training import TrainOptions, train_classifier
+from unlearn_cli.validate import choose
 
 from .conftest import TINY
 from .test_bad_inputs import assert_clean_failure
@@ -37,7 +38,7 @@ def tiny_cnn(num_classes: int = CLASSES, width: int = 8):
 
 def synthetic_data(folder: Path):
     """The dataset TINY runs on (dataset=synthetic with its defaults)."""
-    return load_dataset(OmegaConf.create({"name": "synthetic", "num_classes": 4,
+    return load_dataset(choose("dataset", {"name": "synthetic", "num_classes": 4,
                         "samples_per_class": 60, "image_size": 8, "noise": 0.6, "test_size": 48,
                         "data_seed": 0, "default_forget_class": "class1"}), folder)  # fmt: skip
 
@@ -376,7 +377,7 @@ def test_imagenet_normalisation_uses_the_fixed_statistics(tmp_path, make_folder)
                             "channels": 3, "test_size": 0.2, "default_forget_class": None,
                             "storage": "memory", "memory_limit_mb": 2048, "workers": 0,
                             "augment": [], "normalise": "imagenet"})  # fmt: skip
-    data = load_dataset(cfg, tmp_path / "cache")
+    data = load_dataset(choose("dataset", cfg), tmp_path / "cache")
     assert data.mean == pytest.approx([255 * m for m in IMAGENET_MEAN])
     assert data.std == pytest.approx([255 * s for s in IMAGENET_STD])
 
@@ -447,9 +448,10 @@ def test_a_malformed_metadata_file_is_one_line(unlearn_here, tmp_path, trained_c
 
 def test_the_cache_keys_by_the_content_of_model_weights(tmp_path):
     from unlearn_cli.cache import model_key
+    from unlearn_cli.models.builders import model_choice
 
     weights = imagenet_weights("resnet18", tmp_path)
-    node = tv_options("resnet18", weights)
+    node = model_choice(tv_options("resnet18", weights))
     before = model_key(node)
     torch.manual_seed(7)  # another file at the same path
     torch.save(torchvision.models.resnet18().state_dict(), weights)

@@ -11,6 +11,7 @@ import pytest
 from unlearn_cli.evaluation import pick, report
 from unlearn_cli.record import short_hash
 from unlearn_cli.run import run_experiment, utility_warning
+from unlearn_cli.validate import validate_config
 
 from .conftest import TINY
 
@@ -141,7 +142,7 @@ def test_a_run_that_forgets_by_wrecking_the_model_says_so_under_its_table(
     ordinary rate forgets it (the class is gone from the retain set) and keeps utility."""
     cfg = make_cfg(*TINY, "method=finetune", f"method.lr={lr}", "method.retain_epochs=5")
     capsys.readouterr()
-    data = run_experiment(cfg, tmp_path / "run")
+    data = run_experiment(validate_config(cfg), tmp_path / "run")
     shown = " ".join(capsys.readouterr().out.split())  # the table's caption, unwrapped
     after, ref = data["models"]["unlearned"], data["models"]["retrain"]
     assert after["UA"] > 80  # both forgot the class

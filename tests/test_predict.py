@@ -9,6 +9,7 @@ from PIL import Image
 from unlearn_cli.errors import UserError
 from unlearn_cli.predict import top_classes
 from unlearn_cli.run import run_experiment
+from unlearn_cli.validate import validate_config
 
 from .conftest import TINY
 
@@ -24,7 +25,7 @@ def digits_run(tmp_path_factory):
                  f"cache_dir={tmp / 'cache'}", "forget_class=3", "method=retrain"]  # fmt: skip
     with initialize_config_module("unlearn_cli.configs", version_base="1.3"):
         cfg = compose("config", overrides=overrides)
-    run_experiment(cfg, tmp / "run")
+    run_experiment(validate_config(cfg), tmp / "run")
     return tmp
 
 

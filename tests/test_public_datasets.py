@@ -11,6 +11,7 @@ import pytest
 from unlearn_cli.data import load_dataset
 from unlearn_cli.data import public as public_module
 from unlearn_cli.errors import UserError
+from unlearn_cli.validate import validate_config
 
 rng = np.random.default_rng(0)
 
@@ -48,7 +49,7 @@ def write_mnist(root, folder="MNIST", n_train=40, n_test=10):
 def test_cifar10_python_batches(make_cfg, tmp_path):
     write_cifar10(tmp_path)
     cfg = make_cfg("dataset=cifar10", f"dataset.root={tmp_path}", "dataset.verify_checksums=false")
-    data = load_dataset(cfg.dataset, tmp_path)
+    data = load_dataset(validate_config(cfg).dataset, tmp_path)
     assert data.input_shape == (3, 32, 32) and data.classes[3] == "cat"
     assert data.num_train == 60 and len(data.y_test) == 12
     assert data.feed.augment == ("crop", "flip")  # CIFAR trains with the usual light augmentation
@@ -58,7 +59,7 @@ def test_cifar_checksums_refuse_files_that_are_not_the_published_ones(make_cfg, 
     write_cifar10(tmp_path)
     cfg = make_cfg("dataset=cifar10", f"dataset.root={tmp_path}")
     with pytest.raises(UserError, match="does not match its published md5"):
-        load_dataset(cfg.dataset, tmp_path)
+        load_dataset(validate_config(cfg).dataset, tmp_path)
 
 
 def test_cifar_batches_never_run_code(make_cfg, tmp_path):
@@ -73,7 +74,7 @@ def test_cifar_batches_never_run_code(make_cfg, tmp_path):
     (tmp_path / "cifar-10-batches-py" / "test_batch").write_bytes(pickle.dumps({b"x": Boom()}))
     cfg = make_cfg("dataset=cifar10", f"dataset.root={tmp_path}", "dataset.verify_checksums=false")
     with pytest.raises(pickle.UnpicklingError):
-        load_dataset(cfg.dataset, tmp_path)
+        load_dataset(validate_config(cfg).dataset, tmp_path)
     assert not (tmp_path / "pwned").exists()
 
 
@@ -82,7 +83,9 @@ def test_cifar_batches_never_run_code(make_cfg, tmp_path):
 )
 def test_mnist_idx_files(make_cfg, tmp_path, name, folder):
     write_mnist(tmp_path, folder)
-    data = load_dataset(make_cfg(f"dataset={name}", f"dataset.root={tmp_path}").dataset, tmp_path)
+    data = load_dataset(
+        validate_config(make_cfg(f"dataset={name}", f"dataset.root={tmp_path}")).dataset, tmp_path
+    )
     assert data.input_shape == (1, 28, 28) and data.num_train == 40 and len(data.y_test) == 10
     assert "crop" in data.feed.augment and ("flip" in data.feed.augment) == (name != "mnist")
 
@@ -90,7 +93,7 @@ def test_mnist_idx_files(make_cfg, tmp_path, name, folder):
 def test_missing_files_without_download_name_the_folder(make_cfg, tmp_path):
     cfg = make_cfg("dataset=cifar100", f"dataset.root={tmp_path}", "dataset.download=false")
     with pytest.raises(UserError, match="cifar-100-python"):
-        load_dataset(cfg.dataset, tmp_path)
+        load_dataset(validate_config(cfg).dataset, tmp_path)
 
 
 def test_offline_download_is_a_clear_error(make_cfg, tmp_path, monkeypatch):

@@ -14,6 +14,7 @@ from unlearn_cli.data import load_dataset, make_split
 from unlearn_cli.device import resolve_device
 from unlearn_cli.errors import UserError
 from unlearn_cli.run import run_experiment
+from unlearn_cli.validate import validate_config
 
 from .conftest import TINY, min_distance, retrain_inputs
 
@@ -22,7 +23,7 @@ EXACT = "donot_use_mm_for_euclid_dist"
 
 def test_retrain_never_sees_a_forget_sample(make_cfg, tmp_path):
     cfg = make_cfg(*TINY)
-    data = load_dataset(cfg.dataset, tmp_path)
+    data = load_dataset(validate_config(cfg).dataset, tmp_path)
     split = make_split(data, None, 0.2, None, seed=0)
     inputs, ctx = retrain_inputs(cfg, data, split)
     assert min_distance(split.forget[0], inputs).min() > 1e-3  # no forget image was fed in
@@ -32,7 +33,7 @@ def test_retrain_never_sees_a_forget_sample(make_cfg, tmp_path):
 
 def test_run_class_forgetting_end_to_end(make_cfg, tmp_path):
     cfg = make_cfg(*TINY, "method=retrain")
-    result = run_experiment(cfg, tmp_path / "run")
+    result = run_experiment(validate_config(cfg), tmp_path / "run")
     models = result["models"]
     assert result["status"] == "completed"
     assert models["original"]["forget_acc"] > 90  # the base model knew the class
@@ -58,7 +59,9 @@ def test_run_class_forgetting_end_to_end(make_cfg, tmp_path):
     state = load_file(str(run_dir / "checkpoints" / "unlearned.safetensors"))
     assert "head.weight" in state
 
-    again = run_experiment(cfg, tmp_path / "run2")  # same config: both models from the cache
+    again = run_experiment(
+        validate_config(cfg), tmp_path / "run2"
+    )  # same config: both models from the cache
     assert again["method_metrics"]["original_hit"] and again["method_metrics"]["retrain_hit"]
     for role in ("original", "retrain", "unlearned"):  # deterministic on CPU, same seed
         for metric in ("UA", "RA", "TA", "MIA", "mia_auc", "avg_gap"):
@@ -68,7 +71,8 @@ def test_run_class_forgetting_end_to_end(make_cfg, tmp_path):
 
 def test_random_forgetting_run(make_cfg, tmp_path):
     result = run_experiment(
-        make_cfg(*TINY, "method=retrain", "forget_fraction=0.1", "seed=3"), tmp_path / "r"
+        validate_config(make_cfg(*TINY, "method=retrain", "forget_fraction=0.1", "seed=3")),
+        tmp_path / "r",
     )
     split = result["split"]
     # 5% of the 192 training images are held out for validation; 10% of the other 182 go

@@ -20,6 +20,7 @@ from unlearn_cli.methods import rum as rum_module
 from unlearn_cli.methods.rum import memorisation_groups
 from unlearn_cli.models import build_model
 from unlearn_cli.training import train_classifier
+from unlearn_cli.validate import validate_config
 
 from .conftest import TINY
 
@@ -40,7 +41,7 @@ def memorising(tmp_path_factory):
 
     with initialize_config_module("unlearn_cli.configs", version_base="1.3"):
         cfg = compose("config", overrides=DATA)
-    data = load_dataset(cfg.dataset, tmp_path_factory.mktemp("cache"))
+    data = load_dataset(validate_config(cfg).dataset, tmp_path_factory.mktemp("cache"))
     split = make_split(data, None, 0.2, "class1", seed=0)
     flipped = split.forget_idx[:: len(split.forget_idx) // MISLABELLED][:MISLABELLED]
     y = data.y_train.clone()
@@ -157,7 +158,7 @@ def test_the_test_set_is_never_read(memorising, make_cfg):
 
 def test_a_class_is_one_group_for_the_last_method(make_cfg, tmp_path, calls):
     cfg = make_cfg(*TINY, "method=rum", "method.methods=[finetune,salun]")
-    data = load_dataset(cfg.dataset, tmp_path)
+    data = load_dataset(validate_config(cfg).dataset, tmp_path)
     split = make_split(data, None, None, "class1", seed=0)
     model = build_model(cfg.model, data.input_shape, data.num_classes, seed=0)
     ctx = context(cfg, split)
@@ -195,7 +196,7 @@ def test_a_run_records_its_groups_and_counts_the_proxy(make_cfg, tmp_path):
     from unlearn_cli.run import run_experiment
 
     cfg = make_cfg(*TINY, "forget_fraction=0.2", "method=rum", "method.methods=[none,finetune]")
-    data = run_experiment(cfg, tmp_path / "run")
+    data = run_experiment(validate_config(cfg), tmp_path / "run")
     groups, split = data["method_metrics"]["groups"], data["split"]
     assert data["status"] == "completed"
     assert [g["method"] for g in groups] == ["none", "finetune"]

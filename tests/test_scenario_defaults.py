@@ -19,7 +19,14 @@ from unlearn_cli.methods.base import (
     memorised_options,
     note_memorised_original,
 )
-from unlearn_cli.options import TARGETS, accepts, hints_of, memorised_defaults, targets_defaults
+from unlearn_cli.options import (
+    TARGETS,
+    accepts,
+    hints_of,
+    memorised_defaults,
+    targets_defaults,
+)
+from unlearn_cli.registry import Choice
 from unlearn_cli.validate import validate_config
 
 from .conftest import TINY
@@ -51,26 +58,30 @@ def test_both_scenario_defaults_are_valid_values(method, key):
 def test_validation_resolves_auto_for_what_the_run_forgets(make_cfg, forget, targets):
     typed = validate_config(make_cfg(*TINY, "method=influence", *forget))
     assert typed.run.targets == targets
-    assert typed.method.scale == targets_defaults(type(typed.method))["scale"][targets]
+    assert (
+        typed.method.options.scale == targets_defaults(type(typed.method.options))["scale"][targets]
+    )
 
 
 def test_an_explicit_value_applies_to_both_scenarios(make_cfg):
     for forget in ("forget_class=1", "forget_fraction=0.1"):
         typed = validate_config(make_cfg(*TINY, "method=influence", "method.scale=2.5", forget))
-        assert typed.method.scale == 2.5
+        assert typed.method.options.scale == 2.5
 
 
 def test_a_forget_list_uses_the_samples_defaults(make_cfg, tmp_path):
     ids = tmp_path / "request.txt"
     ids.write_text("0\n1\n2\n")
     typed = validate_config(make_cfg(*TINY, "method=adversarial", f"forget_indices_file={ids}"))
-    assert typed.run.targets == "samples" and typed.method.reference == "heldout"
+    assert typed.run.targets == "samples" and typed.method.options.reference == "heldout"
 
 
 def test_run_method_resolves_auto_for_direct_callers(make_cfg, monkeypatch):
     """A caller that passes the schema's defaults (`auto` in them) gets the split's values."""
     cfg = make_cfg(*TINY, "forget_fraction=0.2")
-    split = split_from_config(load_dataset(cfg.dataset, cfg.cache_dir), cfg)
+    split = split_from_config(
+        load_dataset(validate_config(cfg).dataset, cfg.cache_dir), validate_config(cfg)
+    )
     seen = {}
 
     def spy(model, split, ctx, opts):
@@ -87,17 +98,17 @@ def test_run_method_resolves_auto_for_direct_callers(make_cfg, monkeypatch):
 def test_the_log_names_the_chosen_defaults_and_warns_when_unsuited(make_cfg, caplog, monkeypatch):
     cfg = make_cfg(*TINY, "method=influence", "forget_fraction=0.1")
     typed = validate_config(cfg)
-    schema = type(typed.method)
+    schema = type(typed.method.options)
     monkeypatch.setattr(schema, "unsuited", {"samples": "worse than doing nothing"})
     with caplog.at_level(logging.INFO):
-        log_method_defaults(cfg.method, typed.method, "samples")
+        log_method_defaults(typed.method, "samples")
     text = caplog.text
     assert "influence defaults for forgetting samples: scale=9.0" in text
     assert "influence is not suited to forgetting samples: worse than doing nothing" in text
     caplog.clear()
-    explicit = dataclasses.replace(typed.method, scale=2.0)
+    explicit = dataclasses.replace(typed.method.options, scale=2.0)
     with caplog.at_level(logging.INFO):
-        log_method_defaults({**cfg.method, "scale": 2.0}, explicit, "class")
+        log_method_defaults(Choice("influence", explicit, as_written=explicit), "class")
     assert "defaults for forgetting" not in caplog.text and "not suited" not in caplog.text
 
 
@@ -121,8 +132,10 @@ def test_a_memorising_original_is_detected_and_its_unsuited_methods_warn(
     make_cfg, caplog, monkeypatch
 ):
     cfg = make_cfg(*TINY, "method=finetune", "forget_fraction=0.1")
-    split = split_from_config(load_dataset(cfg.dataset, cfg.cache_dir), cfg)
-    data, opts = split.data, validate_config(cfg).method
+    split = split_from_config(
+        load_dataset(validate_config(cfg).dataset, cfg.cache_dir), validate_config(cfg)
+    )
+    data, opts = split.data, validate_config(cfg).method.options
     rows = torch.as_tensor(split.trainable_idx)
     memoriser = Memoriser(data.x_train[rows], data.y_train[rows], data.num_classes)
     monkeypatch.setattr(type(opts), "unsuited_memorising", "it only fine-tunes on retain data")
@@ -142,7 +155,9 @@ def test_a_memorising_original_is_detected_and_its_unsuited_methods_warn(
     assert not seen["original_memorises"] and "memorises" not in caplog.text
     # Class forgetting: the samples note does not apply.
     cls = make_cfg(*TINY, "method=finetune", "forget_class=1")
-    class_split = split_from_config(load_dataset(cls.dataset, cls.cache_dir), cls)
+    class_split = split_from_config(
+        load_dataset(validate_config(cls).dataset, cls.cache_dir), validate_config(cls)
+    )
     assert note_memorised_original("finetune", opts, memoriser, class_split, "cpu", 64) == {}
 
 
@@ -153,25 +168,27 @@ def test_a_memorising_original_takes_the_memorised_defaults_where_auto(make_cfg,
     assert schema().for_targets("samples").scale == targets_defaults(schema)["scale"]["samples"]
     assert schema().for_targets("class", memorised=True).scale == 1.0  # samples only
     cfg = make_cfg(*TINY, "method=influence", "forget_fraction=0.1")
-    opts = validate_config(cfg).method
+    method = validate_config(cfg).method
+    opts = method.options
     with caplog.at_level(logging.INFO):
-        resolved = memorised_options(cfg.method, opts)
+        resolved = memorised_options(method)
     assert resolved.scale == "search" and resolved.gradient == opts.gradient
     assert "from an original that memorises: scale=search" in caplog.text
     explicit = make_cfg(*TINY, "method=influence", "method.scale=3.0", "forget_fraction=0.1")
-    opts = validate_config(explicit).method
-    assert memorised_options(explicit.method, opts) is opts  # an explicit value wins
+    method = validate_config(explicit).method
+    assert memorised_options(method) is method.options  # an explicit value wins
 
 
 def test_the_memorising_run_records_the_options_it_ran_with(make_cfg, tmp_path, monkeypatch):
     """metrics.json's method options (what `unlearn report` keys rows by) are the ones the
     method ran with, not the samples defaults it was validated with."""
     from unlearn_cli import run as run_module
+    from unlearn_cli import run_models
 
-    monkeypatch.setattr(run_module, "note_memorised_original",
+    monkeypatch.setattr(run_models, "note_memorised_original",
                         lambda *a, **k: {"original_memorises": True})  # fmt: skip
     cfg = make_cfg(*TINY, "method=influence", "forget_fraction=0.1", "evaluation.plots=false")
-    record = run_module.run_experiment(cfg, tmp_path / "run")
+    record = run_module.run_experiment(validate_config(cfg), tmp_path / "run")
     assert record["config"]["method_options"]["scale"] == "search"
     assert "searched_scale" in record["method_metrics"]
 

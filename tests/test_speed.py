@@ -13,6 +13,7 @@ from unlearn_cli.models import build_model
 from unlearn_cli.models.checkpoint import load_checkpoint, save_checkpoint
 from unlearn_cli.speed import speed_of
 from unlearn_cli.training import train_classifier
+from unlearn_cli.validate import validate_config
 
 CPU = torch.device("cpu")
 
@@ -20,7 +21,7 @@ CPU = torch.device("cpu")
 def trained(make_cfg, tmp_path, *overrides):
     cfg = make_cfg("dataset=synthetic", "model.width=8", "model.train.epochs=8",
                    "model.train.batch_size=32", *overrides)  # fmt: skip
-    data = load_dataset(cfg.dataset, tmp_path)
+    data = load_dataset(validate_config(cfg).dataset, tmp_path)
     model = build_model(cfg.model, data.input_shape, data.num_classes, 0)
     train_classifier(model, data.x_train, data.y_train, cfg.model.train, CPU, 0, "t")
     return model, data

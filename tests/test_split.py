@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from unlearn_cli.data import ImageDataset, forget_tag, load_dataset
 from unlearn_cli.data import make_split as split_with_validation
 from unlearn_cli.errors import UserError
+from unlearn_cli.validate import validate_config
 
 
 def toy_dataset(labels_train, labels_test=None, classes=None) -> ImageDataset:
@@ -122,8 +123,8 @@ def test_split_properties(labels, fraction, seed, use_class):
 
 def test_synthetic_dataset_is_deterministic_and_stratified(make_cfg):
     cfg = make_cfg("dataset=synthetic")
-    a = load_dataset(cfg.dataset, "unused")
-    b = load_dataset(cfg.dataset, "unused")
+    a = load_dataset(validate_config(cfg).dataset, "unused")
+    b = load_dataset(validate_config(cfg).dataset, "unused")
     assert torch.equal(a.x_train, b.x_train) and torch.equal(a.y_test, b.y_test)
     per_class = torch.bincount(a.y_test)
     assert per_class.min() == per_class.max() == cfg.dataset.test_size // cfg.dataset.num_classes
@@ -132,7 +133,7 @@ def test_synthetic_dataset_is_deterministic_and_stratified(make_cfg):
 
 def test_digits_dataset(make_cfg):
     cfg = make_cfg("dataset=digits")
-    data = load_dataset(cfg.dataset, "unused")
+    data = load_dataset(validate_config(cfg).dataset, "unused")
     assert len(data.y_test) == 360 and data.num_train == 1797 - 360
     assert data.classes[3] == "3"
     # Standardised with training statistics only.

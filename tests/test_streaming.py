@@ -12,6 +12,7 @@ from unlearn_cli.data import disk_store, load_dataset
 from unlearn_cli.data.feed import TrainingFeed, augment_batch, batch_stream
 from unlearn_cli.models import build_model
 from unlearn_cli.training import train_classifier
+from unlearn_cli.validate import validate_config
 
 
 def folder_cfg(make_cfg, root, storage, *extra):
@@ -22,8 +23,8 @@ def folder_cfg(make_cfg, root, storage, *extra):
 def test_disk_store_holds_the_same_images_as_memory(make_cfg, tmp_path, monkeypatch, make_folder):
     root = make_folder(tmp_path / "animals")
     cache = tmp_path / "cache"
-    memory = load_dataset(folder_cfg(make_cfg, root, "memory").dataset, cache)
-    disk = load_dataset(folder_cfg(make_cfg, root, "disk").dataset, cache)
+    memory = load_dataset(validate_config(folder_cfg(make_cfg, root, "memory")).dataset, cache)
+    disk = load_dataset(validate_config(folder_cfg(make_cfg, root, "disk")).dataset, cache)
     assert not memory.feed.stream and disk.feed.stream and disk.feed.workers == 2
     assert disk.ids() == memory.ids() and disk.classes == memory.classes
     assert torch.equal(disk.y_train, memory.y_train) and torch.equal(disk.y_test, memory.y_test)
@@ -40,13 +41,13 @@ def test_disk_store_holds_the_same_images_as_memory(make_cfg, tmp_path, monkeypa
         raise AssertionError("the store was rebuilt")
 
     monkeypatch.setattr(disk_store, "decoded_images", no_decoding)
-    again = load_dataset(folder_cfg(make_cfg, root, "disk").dataset, cache)
+    again = load_dataset(validate_config(folder_cfg(make_cfg, root, "disk")).dataset, cache)
     assert torch.equal(again.x_train, disk.x_train)
 
 
 def test_auto_storage_goes_to_disk_above_the_memory_limit(make_cfg, tmp_path, make_folder):
     root = make_folder(tmp_path / "animals", broken=False)
-    small = load_dataset(folder_cfg(make_cfg, root, "auto").dataset, tmp_path)
+    small = load_dataset(validate_config(folder_cfg(make_cfg, root, "auto")).dataset, tmp_path)
     big = load_dataset(
         folder_cfg(make_cfg, root, "auto", "dataset.memory_limit_mb=0.001").dataset, tmp_path
     )
@@ -55,9 +56,9 @@ def test_auto_storage_goes_to_disk_above_the_memory_limit(make_cfg, tmp_path, ma
 
 def test_a_changed_folder_builds_a_new_store(make_cfg, tmp_path, make_folder):
     root = make_folder(tmp_path / "animals", broken=False)
-    first = load_dataset(folder_cfg(make_cfg, root, "disk").dataset, tmp_path)
+    first = load_dataset(validate_config(folder_cfg(make_cfg, root, "disk")).dataset, tmp_path)
     (root / "cat" / "cat0.png").unlink()
-    second = load_dataset(folder_cfg(make_cfg, root, "disk").dataset, tmp_path)
+    second = load_dataset(validate_config(folder_cfg(make_cfg, root, "disk")).dataset, tmp_path)
     assert second.num_train + len(second.y_test) == first.num_train + len(first.y_test) - 1
     assert len(list((tmp_path / "datasets").iterdir())) == 2
 
@@ -66,7 +67,7 @@ def test_streamed_training_matches_in_memory_training(make_cfg, tmp_path):
     """Same seed, same rows: the DataLoader path (2 workers) trains bit-identical weights."""
     cfg = make_cfg("dataset=synthetic", "model=mlp", "model.train.epochs=2",
                    "model.train.batch_size=16")  # fmt: skip
-    data = load_dataset(cfg.dataset, tmp_path)
+    data = load_dataset(validate_config(cfg).dataset, tmp_path)
     rows = np.arange(0, data.num_train, 2)
     weights = []
     for feed in (TrainingFeed(), TrainingFeed(stream=True, workers=2)):
@@ -120,8 +121,8 @@ def test_influence_last_layer_streams_like_in_memory(make_cfg, tmp_path, make_fo
     for storage in ("memory", "disk"):
         cfg = folder_cfg(make_cfg, root, storage, "method=influence", "forget_class=elephant",
                          "model=mlp", "model.train.epochs=3")  # fmt: skip
-        data = load_dataset(cfg.dataset, tmp_path)
-        split = split_from_config(data, cfg)
+        data = load_dataset(validate_config(cfg).dataset, tmp_path)
+        split = split_from_config(data, validate_config(cfg))
 
         def fresh(cfg=cfg, data=data):
             return build_model(cfg.model, data.input_shape, data.num_classes, 0)

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from unlearn_cli.run import run_experiment
+from unlearn_cli.validate import validate_config
 
 from .conftest import TINY, write_image_folder
 
@@ -23,13 +24,13 @@ def test_an_edited_image_folder_is_not_served_old_models(make_cfg, tmp_path):
     cfg = make_cfg("dataset=imagefolder", f"dataset.root={root}", "dataset.image_size=8",
                    "model=mlp", "model.train.epochs=2", "device=cpu", "forget_class=cat",
                    "method=retrain", *QUIET)  # fmt: skip
-    first = run_experiment(cfg, tmp_path / "a")["method_metrics"]
-    again = run_experiment(cfg, tmp_path / "b")["method_metrics"]
+    first = run_experiment(validate_config(cfg), tmp_path / "a")["method_metrics"]
+    again = run_experiment(validate_config(cfg), tmp_path / "b")["method_metrics"]
     assert not first["original_hit"] and again["original_hit"] and again["retrain_hit"]
     for image in sorted(root.rglob("*.png"))[::2]:  # rewrite half the images in place
         pixels = np.asarray(__import__("PIL.Image").Image.open(image)).copy()
         __import__("PIL.Image").Image.fromarray(255 - pixels).save(image)
-    edited = run_experiment(cfg, tmp_path / "c")["method_metrics"]
+    edited = run_experiment(validate_config(cfg), tmp_path / "c")["method_metrics"]
     assert not edited["original_hit"] and not edited["retrain_hit"]
 
 
@@ -42,11 +43,15 @@ def test_an_edited_csv_is_not_served_old_models(make_cfg, tmp_path):
     cfg = make_cfg("dataset=tabular", "dataset.name=csv", f"dataset.path={path}",
                    "model=logistic", "forget_fraction=0.1", "device=cpu", "method=retrain",
                    *QUIET)  # fmt: skip
-    assert not run_experiment(cfg, tmp_path / "a")["method_metrics"]["original_hit"]
-    assert run_experiment(cfg, tmp_path / "b")["method_metrics"]["original_hit"]
+    assert not run_experiment(validate_config(cfg), tmp_path / "a")["method_metrics"][
+        "original_hit"
+    ]
+    assert run_experiment(validate_config(cfg), tmp_path / "b")["method_metrics"]["original_hit"]
     frame["b"] = frame["b"] * 3  # same file name, same shape, other numbers
     frame.to_csv(path, index=False)
-    assert not run_experiment(cfg, tmp_path / "c")["method_metrics"]["original_hit"]
+    assert not run_experiment(validate_config(cfg), tmp_path / "c")["method_metrics"][
+        "original_hit"
+    ]
 
 
 def without_test_images(split):
@@ -76,8 +81,8 @@ def test_no_method_looks_at_the_test_set(make_cfg, tmp_path, method, options):
     from unlearn_cli.training import train_classifier
 
     cfg = make_cfg(*TINY, "forget_fraction=0.2", f"method={method}", *options)
-    data = load_dataset(cfg.dataset, tmp_path)
-    split = split_from_config(data, cfg)
+    data = load_dataset(validate_config(cfg).dataset, tmp_path)
+    split = split_from_config(data, validate_config(cfg))
     assert len(split.validation_idx) > 0
     assert not set(split.validation_idx) & set(split.trainable_idx)
     model = build_model(cfg.model, data.input_shape, data.num_classes, 0)
@@ -93,7 +98,8 @@ def test_no_method_looks_at_the_test_set(make_cfg, tmp_path, method, options):
 
 def test_validation_split_is_recorded_and_never_trained_on(make_cfg, tmp_path):
     data = run_experiment(
-        make_cfg(*TINY, "method=retrain", "forget_fraction=0.2", *QUIET), tmp_path / "run"
+        validate_config(make_cfg(*TINY, "method=retrain", "forget_fraction=0.2", *QUIET)),
+        tmp_path / "run",
     )
     split = data["split"]
     assert split["num_validation"] > 0
@@ -104,7 +110,7 @@ def test_costs_are_counted_sample_passes(make_cfg, tmp_path):
     """Retrain's count is exactly epochs x retain samples gradients; a method's count is what
     its loop ran, and cost_ratio is their ratio of forward-pass equivalents."""
     cfg = make_cfg(*TINY, "method=finetune", "method.retain_epochs=1", *QUIET)
-    data = run_experiment(cfg, tmp_path / "run")
+    data = run_experiment(validate_config(cfg), tmp_path / "run")
     retrain, unlearned = data["models"]["retrain"], data["models"]["unlearned"]
     assert retrain["grad_samples"] == 10 * data["split"]["num_retain"]  # model.train.epochs=10
     # one pass over the retain set in batches of 128, plus nothing else that runs the network
@@ -117,7 +123,7 @@ def test_costs_are_counted_sample_passes(make_cfg, tmp_path):
 def test_sisa_setup_cost_is_its_own_figure(make_cfg, tmp_path):
     cfg = make_cfg(*TINY, "method=sisa", "method.shards=2", "method.slices=2",
                    "method.epochs_per_slice=1", *QUIET)  # fmt: skip
-    data = run_experiment(cfg, tmp_path / "run")
+    data = run_experiment(validate_config(cfg), tmp_path / "run")
     setup = data["method_metrics"]["setup_cost"]
     assert setup["grad_samples"] > 0 and data["method_metrics"]["setup_seconds"] > 0
     # the deletion retrained both shards from a slice: less than the set-up's full training
@@ -127,7 +133,7 @@ def test_sisa_setup_cost_is_its_own_figure(make_cfg, tmp_path):
 def test_the_noise_floor_is_a_second_retrain(make_cfg, tmp_path, capsys):
     cfg = make_cfg(*TINY, "method=retrain", "forget_fraction=0.2", "evaluation.plots=false",
                    "evaluation.noise_floor=true")  # fmt: skip
-    data = run_experiment(cfg, tmp_path / "run")
+    data = run_experiment(validate_config(cfg), tmp_path / "run")
     floor = data["models"]["retrain_other_seed"]
     assert floor["avg_gap"] > 0  # two exact retrainings of different seeds differ
     assert math.isnan(floor["time_s"])
@@ -150,7 +156,7 @@ def test_the_caption_gives_a_methods_cost_ratio_in_plain_words(make_cfg, tmp_pat
 
 def test_libraries_are_warmed_before_the_timer(make_cfg, tmp_path, monkeypatch):
     """torch.func's first call (torch._dynamo's import, ~2 s) must not be timed as unlearning."""
-    import unlearn_cli.run as run
+    import unlearn_cli.unlearning as run
 
     order = []
     real_warm, real_method = run.warm_up, run.run_method
@@ -161,7 +167,7 @@ def test_libraries_are_warmed_before_the_timer(make_cfg, tmp_path, monkeypatch):
         return real_method(name, *args)
 
     monkeypatch.setattr(run, "run_method", spy)
-    run_experiment(make_cfg(*TINY, "method=influence", *QUIET), tmp_path / "run")
+    run_experiment(validate_config(make_cfg(*TINY, "method=influence", *QUIET)), tmp_path / "run")
     assert order.index("warm") < order.index("influence")
 
 
@@ -169,12 +175,12 @@ def test_train_limit_is_a_fixed_stratified_subset(make_cfg, tmp_path):
     """The memorising benchmark variant (sweep=bench_memorise) trains on 2,000 images."""
     from unlearn_cli.data import load_dataset
 
-    full = load_dataset(make_cfg().dataset, tmp_path)
-    small = load_dataset(make_cfg("dataset.train_limit=2000").dataset, tmp_path)
+    full = load_dataset(validate_config(make_cfg()).dataset, tmp_path)
+    small = load_dataset(validate_config(make_cfg("dataset.train_limit=2000")).dataset, tmp_path)
     assert small.num_train == 2000 and torch.equal(small.y_test, full.y_test)  # same test set
     assert torch.bincount(small.y_train).tolist() == [200] * 10
     assert set(small.ids()) < set(full.ids())
-    again = load_dataset(make_cfg("dataset.train_limit=2000").dataset, tmp_path)
+    again = load_dataset(validate_config(make_cfg("dataset.train_limit=2000")).dataset, tmp_path)
     assert again.ids() == small.ids()
 
 
@@ -183,7 +189,8 @@ def test_benchmark_variants_are_reported_apart(make_cfg, tmp_path):
     from unlearn_cli.record import variant_label
 
     main, memorise = make_cfg(), make_cfg("sweep=bench_memorise")
-    assert variant_label(main.dataset, "dataset") == "animal_mnist"
-    assert variant_label(memorise.dataset, "dataset") == "animal_mnist[train_limit=2000]"
-    assert variant_label(main.model, "model") == "cnn"
-    assert variant_label(memorise.model, "model") == "cnn[train.epochs=40,train.weight_decay=0.0]"
+    main, memorise = validate_config(main), validate_config(memorise)
+    assert variant_label(main.dataset) == "animal_mnist"
+    assert variant_label(memorise.dataset) == "animal_mnist[train_limit=2000]"
+    assert variant_label(main.model) == "cnn"
+    assert variant_label(memorise.model) == "cnn[train.epochs=40,train.weight_decay=0.0]"

@@ -28,13 +28,13 @@ def test_permuting_the_test_labels_leaves_val_gap_unchanged(make_cfg, tmp_path):
     cfg = make_cfg(*TINY, "method=finetune", "forget_fraction=0.2")
     typed = validate_config(cfg)
     seed_everything(cfg.seed)
-    data = load_dataset(cfg.dataset, cfg.cache_dir)
-    split = split_from_config(data, cfg)
-    built = build_models(cfg, split, torch.device("cpu"), typed)
+    data = load_dataset(validate_config(cfg).dataset, cfg.cache_dir)
+    split = split_from_config(data, validate_config(cfg))
+    built = build_models(typed, split, torch.device("cpu"))
     figures = {}
     for name, view in (("as is", split), ("permuted", with_permuted_test_labels(split))):
         rows, _, _ = evaluate_models(built.models, built.seconds, view, torch.device("cpu"),
-                                     typed.evaluation, cfg.seed, built.counts)  # fmt: skip
+                                     typed.evaluation.options, cfg.seed, built.counts)  # fmt: skip
         figures[name] = rows
     for role in ("original", "unlearned"):
         before, after = figures["as is"][role], figures["permuted"][role]

@@ -23,13 +23,12 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from unlearn_cli.atomic import atomic_write_json, atomic_write_text, make_folder
@@ -46,7 +45,7 @@ from unlearn_cli.inference import accuracy, predict_logits
 from unlearn_cli.methods import METHODS
 from unlearn_cli.registry import unknown_choice
 from unlearn_cli.run import GivenOriginal, build_models, seed_everything
-from unlearn_cli.validate import validate_config
+from unlearn_cli.validate import RunConfig, method_defaults
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +71,7 @@ class Collected:
 
 
 def run_audit(
-    cfg: DictConfig,
+    config: RunConfig,
     methods: list[str],
     n_models: int,
     out_dir: Path,
@@ -82,13 +81,12 @@ def run_audit(
         raise unknown_choice("audit sampling", sampling, SAMPLINGS)
     for name in methods:
         METHODS.get(name)
-    validate_config(cfg)
-    device = resolve_device(cfg.device)
-    torch.set_num_threads(resolve_threads(cfg.threads))  # as `unlearn run` does
-    data = load_dataset(cfg.dataset, cfg.cache_dir)
-    split = split_from_config(data, cfg)
+    device = resolve_device(config.run.device)
+    torch.set_num_threads(resolve_threads(config.run.threads))  # as `unlearn run` does
+    data = load_dataset(config.dataset, config.run.cache_dir)
+    split = split_from_config(data, config)
     views = klom_views(split)
-    got = collect(cfg, methods, n_models, sampling, split, views, device)
+    got = collect(config, methods, n_models, sampling, split, views, device)
     rows = score_rows(got, methods, n_models, list(views))
     table = pd.DataFrame(rows)
     make_folder(out_dir, "the audit folder")
@@ -99,25 +97,29 @@ def run_audit(
     return table
 
 
-def collect(cfg, methods, n_models, sampling, split, views, device) -> Collected:
+def collect(config: RunConfig, methods, n_models, sampling, split, views, device) -> Collected:
     """Build (or load) every model the audit scores and take its confidences, margins and
     accuracies. With `one_original`, seed 0's original is the start of every unlearning."""
     got = Collected()
     for role in ["retrain", *methods]:
         got.scores[role], got.utility[role] = [], []
         got.margin[role] = {v: [] for v in views}
-    method_cfgs = {
-        name: cfg.method if cfg.method.name == name else method_defaults(name) for name in methods
-    }
-    base = OmegaConf.to_container(cfg, resolve=True)
+    # The run's own method keeps its options; the others run with their defaults.
+    picks = {
+        name: config.method if config.method.name == name
+        else method_defaults(name, config.run.targets)
+        for name in methods
+    }  # fmt: skip
+    # The audit's N retrains are its own floor: no noise-floor retraining per model.
+    evaluation = replace(config.evaluation,
+                         options=replace(config.evaluation.options, noise_floor=False))  # fmt: skip
     start: GivenOriginal | None = None  # one_original: the original, once it is built
     for i in range(n_models):
         for name in methods:
-            method_cfg = OmegaConf.to_container(method_cfgs[name], resolve=True)
-            run_cfg = OmegaConf.create({**base, "seed": i, "method": method_cfg})
-            run_cfg.evaluation.noise_floor = False  # the audit's N retrains are its own floor
+            variant = replace(config, run=replace(config.run, seed=i), method=picks[name],
+                              evaluation=evaluation)  # fmt: skip
             seed_everything(i)
-            models = build_models(run_cfg, split, device, given=start).models
+            models = build_models(variant, split, device, given=start).models
             sha = start.sha256 if start else weights_sha256(models["original"])
             if sampling == "one_original" and start is None:
                 start = GivenOriginal(models["original"], sha)
@@ -128,7 +130,7 @@ def collect(cfg, methods, n_models, sampling, split, views, device) -> Collected
             if name == methods[0]:
                 roles["retrain"] = models["retrain"]
             for role, model in roles.items():
-                take(got, role, model, split, views, device, cfg.evaluation.batch_size)
+                take(got, role, model, split, views, device, evaluation.options.batch_size)
             log.info("audit: model %d/%d of %s done", i + 1, n_models, name)
     return got
 
@@ -182,13 +184,6 @@ def klom_views(split) -> dict[str, tuple]:
     keep = torch.as_tensor(np.sort(keep))
     views = {"forget": split.forget, "retain": (rx[keep], ry[keep]), "validation": split.validation}
     return {v: xy for v, xy in views.items() if len(xy[1])}
-
-
-def method_defaults(name: str) -> DictConfig:
-    from hydra import compose, initialize_config_module
-
-    with initialize_config_module("unlearn_cli.configs", version_base="1.3"):
-        return compose("config", overrides=[f"method={name}"]).method
 
 
 def utility_of(model, split, device, batch_size: int) -> tuple[float, float]:

@@ -16,12 +16,12 @@ import shutil
 import statistics
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_module
-from omegaconf import DictConfig, OmegaConf
 
 from unlearn_cli.atomic import atomic_write_text
 from unlearn_cli.data import load_dataset
@@ -29,7 +29,8 @@ from unlearn_cli.data.feed import TrainingFeed
 from unlearn_cli.device import resolve_device, resolve_threads
 from unlearn_cli.host import machine_description
 from unlearn_cli.models import build_model
-from unlearn_cli.training import make_optimizer, make_scheduler, train_classifier
+from unlearn_cli.training import TrainOptions, make_optimizer, make_scheduler, train_classifier
+from unlearn_cli.validate import RunConfig, validate_config
 
 START, END = "<!-- loop-overhead:start -->", "<!-- loop-overhead:end -->"
 OURS, HAND = "unlearn-cli train_classifier", "hand-written loop"
@@ -39,7 +40,7 @@ LIMIT_PCT = 5.0
 CHECKPOINT_LIMIT_PCT = 2.0
 
 
-def hand_written_loop(model, x, y, cfg: DictConfig, device: torch.device, seed: int) -> None:
+def hand_written_loop(model, x, y, cfg: TrainOptions, device: torch.device, seed: int) -> None:
     """What a PyTorch user writes by hand: shuffle, slice, forward, backward, step."""
     model.to(device).train()
     x, y = x.to(device), y.to(device)
@@ -65,29 +66,30 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def measure(cfg: DictConfig, device: torch.device, repeats: int) -> dict:
-    data = load_dataset(cfg.dataset, cfg.cache_dir)
-    train = OmegaConf.merge(cfg.model.train, {"amp": False, "channels_last": False})
+def measure(config: RunConfig, device: torch.device, repeats: int) -> dict:
+    data = load_dataset(config.dataset, config.run.cache_dir)
+    train = replace(config.model.options.train, amp=False, channels_last=False)
     images = train.epochs * data.num_train
+    seed = config.run.seed
 
     def fresh():
-        return build_model(cfg.model, data.input_shape, data.num_classes, cfg.seed)
+        return build_model(config.model, data.input_shape, data.num_classes, seed)
 
     def ours():
-        train_classifier(fresh(), data.x_train, data.y_train, train, device, cfg.seed, "bench")
+        train_classifier(fresh(), data.x_train, data.y_train, train, device, seed, "bench")
 
     def hand():
-        hand_written_loop(fresh(), data.x_train, data.y_train, train, device, cfg.seed)
+        hand_written_loop(fresh(), data.x_train, data.y_train, train, device, seed)
 
     staging = Path(tempfile.mkdtemp(prefix="unlearn-bench-"))
 
     def checkpointed():  # what cached models' training does by default: resume state per epoch
         (staging / "bench.ckpt").unlink(missing_ok=True)  # else it would resume, not train
-        train_classifier(fresh(), data.x_train, data.y_train, train, device, cfg.seed, "bench",
+        train_classifier(fresh(), data.x_train, data.y_train, train, device, seed, "bench",
                          checkpoint=staging / "bench.ckpt")  # fmt: skip
 
     def streamed():  # the DataLoader path of large image folders, for information
-        train_classifier(fresh(), data.x_train, data.y_train, train, device, cfg.seed, "bench",
+        train_classifier(fresh(), data.x_train, data.y_train, train, device, seed, "bench",
                          feed=TrainingFeed(stream=True, workers=1))  # fmt: skip
 
     loops = {OURS: ours, HAND: hand, CHECKPOINTED: checkpointed, STREAMED: streamed}
@@ -103,7 +105,7 @@ def measure(cfg: DictConfig, device: torch.device, repeats: int) -> dict:
     return {"rates": rates, "images": images, "data": data, "train": train}
 
 
-def markdown(result: dict, cfg: DictConfig, device: torch.device, repeats: int) -> str:
+def markdown(result: dict, config: RunConfig, device: torch.device, repeats: int) -> str:
     rates, data, train = result["rates"], result["data"], result["train"]
     medians = {name: statistics.median(r) for name, r in rates.items()}
     ours, hand = medians[OURS], medians[HAND]
@@ -115,7 +117,7 @@ def markdown(result: dict, cfg: DictConfig, device: torch.device, repeats: int) 
         START,
         "## Training-loop overhead",
         "",
-        f"`python -m unlearn_cli.bench` (run by `make bench`): `{cfg.model.name}` on "
+        f"`python -m unlearn_cli.bench` (run by `make bench`): `{config.model.name}` on "
         f"`{data.name}` ({data.num_train} training images), {train.epochs} epochs per "
         f"measurement, batch {train.batch_size}, {train.optimizer} + {train.schedule}, device "
         f"`{device}`; the loops are interleaved, {repeats} repetitions each, after one warm-up.",
@@ -172,10 +174,11 @@ def main(argv: list[str] | None = None) -> int:
     opts = parser.parse_args(argv)
     with initialize_config_module("unlearn_cli.configs", version_base="1.3"):
         cfg = compose("config", overrides=[f"model.train.epochs={opts.epochs}", *opts.overrides])
+    config = validate_config(cfg)
     device = resolve_device(opts.device)
-    torch.set_num_threads(resolve_threads(cfg.threads))
-    result = measure(cfg, device, opts.repeats)
-    section = markdown(result, cfg, device, opts.repeats)
+    torch.set_num_threads(resolve_threads(config.run.threads))
+    result = measure(config, device, opts.repeats)
+    section = markdown(result, config, device, opts.repeats)
     print(section)
     if opts.markdown:
         write_section(opts.markdown, section)

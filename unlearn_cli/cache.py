@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from filelock import FileLock, Timeout
-from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from unlearn_cli.atomic import make_folder, temp_folder, write_failed
@@ -41,6 +40,7 @@ from unlearn_cli.models.checkpoint import (
     read_metadata,
     save_checkpoint,
 )
+from unlearn_cli.registry import Choice
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +53,11 @@ def cache_key(parts: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
-def model_key(node: DictConfig) -> dict:
+def model_key(model: Choice) -> dict:
     """The model config as it enters cache keys, with the content hash of `model.weights`:
     another file at the same path must not reuse models trained from the old one. Options that
     do not change the trained weights (`train.checkpoint_every`) are left out."""
-    key = OmegaConf.to_container(node, resolve=True)
+    key = model.plain()
     # How often a loop saves its resume state does not change what it trains.
     key.get("train", {}).pop("checkpoint_every", None)
     weights = key.get("weights")

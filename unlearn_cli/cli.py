@@ -1,32 +1,37 @@
-"""The `unlearn` command: subcommands are dispatched here, before Hydra parses the arguments."""
+"""The `unlearn` command: subcommands are dispatched here, before Hydra parses the arguments.
+
+Also the Hydra job entry (`hydra_run`): the raw-config edge where Hydra's composed config becomes
+the job's one `RunConfig` (or, for a config that does not validate, the plain summary its failed
+record keeps). The override pre-checks live in overrides.py, the YAML's resolvers in resolvers.py.
+"""
 
 from __future__ import annotations
 
-import difflib
-import fnmatch
-import importlib.util
 import logging
 import math
 import shutil
 import signal
 import sys
-from importlib.resources import files
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import OverrideParseException
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 from unlearn_cli import __version__
+from unlearn_cli import resolvers as resolvers  # registers the YAML's resolvers on import
 from unlearn_cli.data import forget_tag
-from unlearn_cli.data.spec import forget_tag_of
 from unlearn_cli.errors import TrainingDiverged, UserError, first_line
+from unlearn_cli.fingerprint import short_hash
 from unlearn_cli.host_memory import keep_freed_memory
+from unlearn_cli.overrides import FirstJob, check_overrides
 from unlearn_cli.record import RunRecord
 from unlearn_cli.registry import unknown_choice
+
+if TYPE_CHECKING:
+    from unlearn_cli.validate import RunConfig
 
 log = logging.getLogger("unlearn_cli")
 
@@ -48,236 +53,19 @@ examples:
   unlearn export outputs/runs/<run folder>     # writes <run folder>/export/
 """
 
-CONFIG_GROUPS = ("dataset", "model", "method", "evaluation")
-# Groups whose names are checked with "did you mean" before Hydra runs (presets included).
-CHECKED_GROUPS = (*CONFIG_GROUPS, "experiment", "sweep", "variant")
-# Hydra flags whose next argument is their value, not an override.
-FLAGS_WITH_VALUE = {
-    "--cfg",
-    "-c",
-    "--package",
-    "-p",
-    "--config-path",
-    "-cp",
-    "--config-name",
-    "-cn",
-    "--config-dir",
-    "-cd",
-    "--shell-completion",
-    "-sc",
-    "--experimental-rerun",
-}
-
-# Presets that need an optional Hydra plugin: (module to import, the extra that installs it).
-PLUGIN_PRESETS = {
-    ("hydra/launcher", "parallel"): ("hydra_plugins.hydra_joblib_launcher", "parallel"),
-    ("hydra/launcher", "joblib"): ("hydra_plugins.hydra_joblib_launcher", "parallel"),
-    ("hydra/launcher", "slurm"): ("hydra_plugins.hydra_submitit_launcher", "slurm"),
-    ("hydra/launcher", "submitit_slurm"): ("hydra_plugins.hydra_submitit_launcher", "slurm"),
-    ("hydra/launcher", "submitit_local"): ("hydra_plugins.hydra_submitit_launcher", "slurm"),
-    ("hydra/launcher", "ray_cluster"): ("hydra_plugins.hydra_ray_launcher", "ray"),
-    ("hydra/launcher", "ray"): ("hydra_plugins.hydra_ray_launcher", "ray"),
-    ("hydra/sweeper", "optuna"): ("hydra_plugins.hydra_optuna_sweeper", "tune"),
-    ("sweep", "optuna_*"): ("hydra_plugins.hydra_optuna_sweeper", "tune"),
-}
-
-OmegaConf.register_new_resolver("forget_tag", forget_tag, replace=True)
+# The first job as the pre-checks composed and validated it: the job Hydra composes from the same
+# overrides reuses its `RunConfig` instead of validating the same config a second time.
+first_job: FirstJob | None = None
 
 
-def registered_methods() -> str:
-    """Every registered method, comma-separated: `sweep=bench` sweeps over them all."""
-    from unlearn_cli.methods import METHODS
-
-    return ",".join(METHODS.names())
-
-
-OmegaConf.register_new_resolver("registered_methods", registered_methods, replace=True)
-
-
-def group_options(group: str) -> list[str]:
-    folder = files("unlearn_cli.configs").joinpath(group)
-    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
-
-
-INFO_TOPICS = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
-
-
-def override_args(args: list[str]) -> list[str]:
-    """The key=value overrides among the command-line arguments (not flags or their values)."""
-    candidates, skip, previous = [], False, ""
-    for arg in args:
-        if skip:
-            skip = False
-        elif arg in FLAGS_WITH_VALUE:
-            skip = True
-        elif not arg.startswith("-"):
-            if "=" not in arg and not (previous == "--info" and arg in INFO_TOPICS):
-                raise UserError(f"'{arg}' is not an override: write key=value (e.g. seed=1)")
-            if "=" in arg:
-                candidates.append(arg)
-        previous = arg
-    return candidates
-
-
-def check_overrides(args: list[str]) -> None:
-    """Reject bad overrides with one line before Hydra starts: malformed syntax, unknown group
-    names ("did you mean"), presets whose plugin is missing, unknown keys, wrong value types."""
-    candidates = override_args(args)
-    try:
-        overrides = OverridesParser.create().parse_overrides(candidates)
-    except OverrideParseException as exc:
-        raise UserError(f"cannot parse the override: {first_line(exc)}") from None
-    multirun = any(a in ("-m", "--multirun") for a in args)
-    for override in overrides:
-        group = override.key_or_group
-        if override.is_sweep_override() and not multirun:
-            raise UserError(f"{override.input_line} is a sweep: add -m to run one job per value "
-                            "(a list is written [a,b])")  # fmt: skip
-        check_plugin(group, override)
-        if group not in CHECKED_GROUPS or override.is_delete():
-            continue
-        values = (
-            list(override.sweep_string_iterator())
-            if override.is_sweep_override()
-            else [override.get_value_element_as_str()]
-        )
-        options = group_options(group)
-        for value in values:
-            if value not in options:
-                raise unknown_choice(group, value, options)
-    compose_first_job(overrides, args)
-
-
-# Flags that print something about the config instead of running it: nothing to validate.
-INSPECT_FLAGS = {"--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i",
-                 "--shell-completion", "-sc"}  # fmt: skip
-
-
-def compose_first_job(overrides, args: list[str]) -> None:
-    """Compose the config of the first job (first value of each sweep) and validate every node
-    against its schema, so a bad key or value stops before Hydra creates a folder."""
-    from hydra import compose, initialize_config_module
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    first = []
-    for override in overrides:
-        key = override.input_line.split("=", 1)[0]
-        if key.lstrip("+~").startswith("hydra") and key not in ("hydra.run.dir", "hydra.sweep.dir"):
-            continue  # Hydra's own settings: its launcher/sweeper checks them
-        if override.is_sweep_override():
-            if not override.is_discrete_sweep():
-                continue  # ranges and intervals are for the Optuna sweeper to sample
-            first.append(f"{key}={next(iter(override.sweep_string_iterator()))}")
-        else:
-            first.append(override.input_line)
-    with initialize_config_module("unlearn_cli.configs", version_base="1.3"):
-        try:
-            cfg = compose("config", overrides=first, return_hydra_config=True)
-        except (HydraException, OmegaConfBaseException) as exc:
-            raise explain_compose_error(first, exc) from None
-        if INSPECT_FLAGS.isdisjoint(args):
-            validate_job(cfg, overrides, first, args)
-
-
-def validate_job(cfg: DictConfig, overrides, first: list[str], args: list[str]) -> None:
-    """Every node of the first job against its schema, the other sweep values, and the
-    writability of the folders the run will write."""
-    from unlearn_cli.validate import check_writable, validate_config
-
-    multirun = any(a in ("-m", "--multirun") for a in args)
-    folder = Path(str(cfg.hydra.sweep.dir if multirun else cfg.hydra.run.dir))
-    with open_dict(cfg):
-        del cfg["hydra"]
-    validate_config(cfg)
-    validate_other_sweep_values(overrides, cfg, first)
-    check_writable(folder.parent, "hydra.sweep.dir" if multirun else "hydra.run.dir")
-
-
-def validate_other_sweep_values(overrides, cfg: DictConfig, first: list[str]) -> None:
-    """Every value of a discrete sweep, each on top of the first job, so that a bad value stops
-    the sweep before its first job instead of failing jobs one by one."""
-    from hydra import compose
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
+def job_config(cfg: DictConfig) -> RunConfig:
+    """The job's typed config, validated once: the pre-checked one when Hydra composed the same
+    config (a single run, a sweep's first job in this process), else validated here."""
     from unlearn_cli.validate import validate_config
 
-    for override in overrides:
-        key = override.input_line.split("=", 1)[0]
-        if not override.is_discrete_sweep() or key.lstrip("+~").startswith("hydra"):
-            continue
-        values = list(override.sweep_string_iterator())[1:]
-        if key in CHECKED_GROUPS or "/" in key:  # another config file: compose with it
-            for value in values:
-                job_overrides = [*(o for o in first if o.split("=", 1)[0] != key), f"{key}={value}"]
-                try:
-                    job = compose("config", overrides=job_overrides)
-                except (HydraException, OmegaConfBaseException) as exc:
-                    raise explain_compose_error(job_overrides, exc) from None
-                validate_config(job)
-            continue
-        for value in list(override.sweep_iterator())[1:]:
-            job = cfg.copy()
-            OmegaConf.update(job, key, value, merge=False)
-            validate_config(job)
-
-
-def explain_compose_error(first: list[str], exc: Exception) -> UserError:
-    """One line for a failed compose: the override whose key the config does not have (with the
-    closest existing key, or the key that replaced it), else Hydra's own first line."""
-    from hydra import compose
-
-    groups = [o for o in first if "/" in o.split("=", 1)[0] or o.split("=", 1)[0] in CHECKED_GROUPS]
-    try:
-        base = compose("config", overrides=groups)
-    except Exception:  # noqa: BLE001 - the group choices themselves are at fault: Hydra's line
-        return UserError(first_line(exc))
-    missing = object()
-    for override in first:
-        key = override.split("=", 1)[0]
-        if key.startswith(("+", "~")) or override in groups:
-            continue
-        if OmegaConf.select(base, key, default=missing) is missing:
-            return unknown_key(key, base)
-    return UserError(first_line(exc))
-
-
-def unknown_key(key: str, base: DictConfig) -> UserError:
-    """An override of a key the config does not have, with the closest existing key."""
-    node, _, leaf = key.rpartition(".")
-    if node == "method":
-        from unlearn_cli.methods import METHODS, options_type
-
-        if base.method.name in METHODS:
-            renamed = options_type(base.method.name).renamed
-            if leaf in renamed:
-                return UserError(f"{key} was renamed to method.{renamed[leaf]} "
-                                 f"(method {base.method.name})")  # fmt: skip
-    known = list(dotted_keys(OmegaConf.to_container(base, resolve=False)))
-    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-    hint = f" Did you mean '{close[0]}'?" if close else f" (to add a new key: +{key}=...)"
-    return UserError(f"unknown option '{key}'.{hint}")
-
-
-def dotted_keys(node, prefix: str = ""):
-    if isinstance(node, dict):
-        for k, v in node.items():
-            yield from dotted_keys(v, f"{prefix}{k}.")
-    else:
-        yield prefix.rstrip(".")
-
-
-def check_plugin(group: str, override) -> None:
-    """Name the extra to install when a preset's Hydra plugin is missing (not Hydra's trace)."""
-    if override.is_delete() or override.is_sweep_override():
-        return
-    value = override.get_value_element_as_str()
-    for (preset_group, pattern), (module, extra) in PLUGIN_PRESETS.items():
-        matches = group == preset_group and fnmatch.fnmatch(value, pattern)
-        if matches and importlib.util.find_spec(module) is None:
-            raise UserError(f"{group}={value} needs a Hydra plugin that is not installed: "
-                            f"pip install 'unlearn-cli[{extra}]'")  # fmt: skip
+    if first_job is not None and first_job.plain == OmegaConf.to_container(cfg, resolve=True):
+        return first_job.config
+    return validate_config(cfg)
 
 
 @hydra.main(config_path="configs", config_name="config", version_base="1.3")
@@ -287,24 +75,26 @@ def hydra_run(cfg: DictConfig) -> float:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    config = None
     try:
-        result = run_experiment(cfg, run_dir)
+        config = job_config(cfg)
+        result = run_experiment(config, run_dir)
     except UserError as exc:
         if not multirun:
             discard_unstarted_run(run_dir)
             print(f"unlearn: error: {exc}", file=sys.stderr)
             sys.exit(exc.exit_code)
-        mark_failed(cfg, run_dir, exc)
+        mark_failed(cfg, config, run_dir, exc)
         return math.inf  # the worst objective: a sweeper (Optuna) moves on from it
     except Exception as exc:
         if not multirun:
             raise
         log.exception("job %s failed", run_dir.name)
-        mark_failed(cfg, run_dir, exc)
+        mark_failed(cfg, config, run_dir, exc)
         return math.inf
     if result["status"] == "diverged":
         if not multirun:
-            print(f"unlearn: error: {cfg.method.name} diverged (non-finite loss or weights); "
+            print(f"unlearn: error: {config.method.name} diverged (non-finite loss or weights); "
                   f"the run in {run_dir} holds its last good weights", file=sys.stderr)  # fmt: skip
             sys.exit(TrainingDiverged.exit_code)
         return math.inf
@@ -330,22 +120,45 @@ def detach_file_logs(folder: Path) -> None:
                 logger.removeHandler(handler)
 
 
-def mark_failed(cfg: DictConfig, run_dir: Path, exc: Exception) -> None:
-    """Make sure a failed sweep job's folder says so, even when it failed before it began."""
+def mark_failed(cfg: DictConfig, config: RunConfig | None, run_dir: Path, exc: Exception) -> None:
+    """Make sure a failed sweep job's folder says so, even when it failed before it began (with
+    `config` None: its config did not validate)."""
+    from unlearn_cli.data.spec import forget_tag_of
+
     log.error("job %s failed: %s", run_dir.name, exc)
     if (run_dir / "metrics.json").is_file():
         return  # the run recorded its own failure
     try:
-        tag = forget_tag_of(cfg)
-        RunRecord(run_dir, cfg, tag).finish("failed", error=f"{type(exc).__name__}: {exc}")
+        if config is None:
+            record = RunRecord.unvalidated(run_dir, unvalidated_summary(cfg))
+        else:
+            record = RunRecord(run_dir, config, forget_tag_of(config))
+        record.finish("failed", error=f"{type(exc).__name__}: {exc}")
     except Exception as exc:  # noqa: BLE001 - a broken config must not hide the original error
         log.error("could not write metrics.json for %s: %s", run_dir, first_line(exc))
+
+
+def unvalidated_summary(cfg: DictConfig) -> dict:
+    """What metrics.json's `config` says of a job whose config did not validate: the names as
+    given, and the method node as written."""
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    method, dataset = plain.get("method") or {}, plain.get("dataset") or {}
+    model = plain.get("model") or {}
+    tag = forget_tag(plain.get("forget_class"), plain.get("forget_fraction"),
+                     dataset.get("default_forget_class"), plain.get("forget_indices_file"),
+                     plain.get("forget_within"))  # fmt: skip
+    return {"dataset": str(dataset.get("name")), "model": str(model.get("name")),
+            "method": method.get("name"), "forget": tag, "seed": plain.get("seed"),
+            "device": str(plain.get("device")), "config_hash": short_hash(plain),
+            "method_options": method, "method_hash": short_hash(method),
+            "reference": (plain.get("evaluation") or {}).get("reference", "retrain")}  # fmt: skip
 
 
 def run_command(args: list[str]) -> int:
     from unlearn_cli.evaluation import sweep
 
-    check_overrides(args)
+    global first_job
+    first_job = check_overrides(args)
     sys.argv = ["unlearn run", *args]
     sweep.last_sweep_failed = False  # a single run after a failed sweep in the same process
     hydra_run()
@@ -420,10 +233,9 @@ def print_pick(per_seed, csv_path: Path) -> None:
 def audit_command(args: list[str]) -> int:
     import argparse
 
-    from hydra import compose, initialize_config_module
-
     from unlearn_cli import audit
     from unlearn_cli.console import make_log_handler, out_console
+    from unlearn_cli.data.spec import forget_tag_of
     from unlearn_cli.evaluation.tables import rich_table
 
     parser = argparse.ArgumentParser(prog="unlearn audit", description=audit.__doc__)
@@ -438,18 +250,29 @@ def audit_command(args: list[str]) -> int:
         raise UserError(f"--models must be at least 2, got {opts.models}")
     if opts.sampling not in audit.SAMPLINGS:
         raise unknown_choice("--sampling", opts.sampling, audit.SAMPLINGS)
-    check_overrides(opts.overrides)
-    with initialize_config_module("unlearn_cli.configs", version_base="1.3"):
-        cfg = compose("config", overrides=opts.overrides)
+    config = audit_config(opts.overrides)
     logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[make_log_handler()])
-    tag = forget_tag_of(cfg)
-    out_dir = audit.audit_dir(tag)
+    out_dir = audit.audit_dir(forget_tag_of(config))
     methods = [m.strip() for m in opts.methods.split(",") if m.strip()]
-    table = audit.run_audit(cfg, methods, opts.models, out_dir, opts.sampling)
+    table = audit.run_audit(config, methods, opts.models, out_dir, opts.sampling)
     title = f"Forgetting quality, {opts.models} models per side, sampling {opts.sampling}"
     out_console.print(rich_table(table, title))
     log.info("audit written to %s", out_dir)
     return 0
+
+
+def audit_config(overrides: list[str]) -> RunConfig:
+    """The audit's config, validated once by the pre-checks (composed here for the flags that
+    skip them, which an audit has none of)."""
+    checked = check_overrides(overrides)
+    if checked is not None:
+        return checked.config
+    from hydra import compose, initialize_config_module
+
+    from unlearn_cli.validate import validate_config
+
+    with initialize_config_module("unlearn_cli.configs", version_base="1.3"):
+        return validate_config(compose("config", overrides=overrides))
 
 
 def predict_command(args: list[str]) -> int:

@@ -118,11 +118,9 @@ def check_plain_load(meta, num_classes, plain, probe, expected, grayscale) -> st
     net = plain_network(meta, num_classes)
     checked = "loaded with strict=True; same logits as the run's model"
     if net is None:  # our own layout: build_model is the constructor
-        from omegaconf import OmegaConf
-
         from unlearn_cli.models import build_model
 
-        net = build_model(OmegaConf.create(meta["model"]), tuple(meta["input_shape"]),
+        net = build_model(meta["model"], tuple(meta["input_shape"]),
                           num_classes, seed=0, pretrained=False)  # fmt: skip
         checked = "unlearn_cli.models.build_model's network " + checked
     net.load_state_dict(plain, strict=True)

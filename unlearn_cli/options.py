@@ -7,6 +7,9 @@ text. `parse(Schema, node, "method")` turns a composed config node into a schema
 raises one `UserError` line that names the key, what is allowed and the value given; a schema's
 `check()` adds rules that involve several fields. Nothing is loaded or trained before every node
 of a run has been parsed (see validate.py).
+
+One concept, the schema language (declaring, parsing and describing an option), in one file: its
+parts are only used together.
 """
 
 from __future__ import annotations

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
 from PIL import Image, UnidentifiedImageError
 from torch import nn
 
@@ -28,9 +27,8 @@ def load_run_model(checkpoint: Path) -> tuple[nn.Module, dict]:
     shape, classes = tuple(meta["input_shape"]), meta["classes"]
 
     def fresh() -> nn.Module:
-        return build_model(
-            OmegaConf.create(meta["model"]), shape, len(classes), seed=0, pretrained=False
-        )  # the checkpoint holds every weight
+        # the checkpoint holds every weight; its metadata is the plain `model` node
+        return build_model(meta["model"], shape, len(classes), seed=0, pretrained=False)
 
     if meta.get("ensemble_members"):
         from unlearn_cli.methods.sisa import SisaEnsemble

@@ -8,21 +8,25 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import hashlib
-import json
 import logging
 import os
 import platform
 import socket
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
 
 import unlearn_cli
 from unlearn_cli.atomic import atomic_write_json
+from unlearn_cli.data.builders import LOADING_ONLY
 from unlearn_cli.errors import WriteFailed
+from unlearn_cli.fingerprint import short_hash
+from unlearn_cli.options import Options
+from unlearn_cli.registry import Choice
+
+if TYPE_CHECKING:  # the typed config: read here, never built
+    from unlearn_cli.validate import RunConfig
 
 log = logging.getLogger(__name__)
 
@@ -71,44 +75,30 @@ def run_status(data: dict[str, Any]) -> str:
     return status
 
 
-def short_hash(value: Any) -> str:
-    """16 hex digits of the sha256 of `value` as sorted-key JSON: stable across dict orders."""
-    blob = json.dumps(value, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def config_hash(cfg: DictConfig) -> str:
-    return short_hash(OmegaConf.to_container(cfg, resolve=True))
-
-
-def method_options(cfg: DictConfig, typed: Any = None) -> dict[str, Any]:
-    """The method's options as a plain dict: the typed ones the method ran with (per-scenario
-    `auto` defaults resolved) when given, else its config node.
+def method_options(method: Choice, ran_with: Options | None = None) -> dict[str, Any]:
+    """The method's options as a plain dict: those it ran with (per-scenario `auto` defaults
+    resolved; the run's own unless `ran_with` replaced them).
 
     Recorded so that `unlearn report` can tell apart runs of one method with different options
     (a tuning sweep's learning rates) instead of merging them, and name what differs.
     """
-    if typed is not None:
-        return {"name": cfg.method.name, **dataclasses.asdict(typed)}
-    return OmegaConf.to_container(cfg.method, resolve=True)
+    return {"name": method.name, **dataclasses.asdict(ran_with or method.options)}
 
 
-def variant_label(node: DictConfig, kind: str) -> str:
-    """The node's name, with the options that differ from its schema's defaults:
+# Options left out of a variant's label: how data is loaded, and where it lives.
+NOT_IN_LABEL = (*LOADING_ONLY, "root", "path", "download", "verify_checksums")
+
+
+def variant_label(choice: Choice) -> str:
+    """The pick's name, with the options that differ from its schema's defaults:
     `animal_mnist[train_limit=2000]`, so reports keep variants of a dataset or model apart.
     Options that only change how data is loaded (not what is learnt) are left out."""
-    try:
-        from unlearn_cli.data.builders import LOADING_ONLY, dataset_options
-        from unlearn_cli.models.builders import model_options
-
-        opts = (dataset_options if kind == "dataset" else model_options)(node)
-        given = flatten(dataclasses.asdict(opts))
-        default = flatten(dataclasses.asdict(type(opts)()))
-    except Exception:  # noqa: BLE001 - a config that does not validate keeps its plain name
-        return str(node.get("name"))
-    skip = LOADING_ONLY + ("root", "path", "download", "verify_checksums")
-    changed = [f"{k}={v}" for k, v in given.items() if v != default.get(k) and k not in skip]
-    return f"{node.name}[{','.join(changed)}]" if changed else str(node.name)
+    given = flatten(dataclasses.asdict(choice.options))
+    default = flatten(dataclasses.asdict(type(choice.options)()))
+    changed = [
+        f"{k}={v}" for k, v in given.items() if v != default.get(k) and k not in NOT_IN_LABEL
+    ]
+    return f"{choice.name}[{','.join(changed)}]" if changed else choice.name
 
 
 def flatten(options: dict, prefix: str = "") -> dict[str, Any]:
@@ -125,25 +115,35 @@ def flatten(options: dict, prefix: str = "") -> dict[str, Any]:
 class RunRecord:
     """The run's metrics.json; every update rewrites it atomically."""
 
-    def __init__(self, run_dir: Path, cfg: DictConfig, forget_tag: str, method: Any = None) -> None:
+    def __init__(self, run_dir: Path, config: RunConfig, forget_tag: str) -> None:
+        options = method_options(config.method)
+        self._start(run_dir, {
+            "dataset": variant_label(config.dataset),
+            "model": variant_label(config.model),
+            "method": config.method.name,
+            "forget": forget_tag,
+            "seed": config.run.seed,
+            "device": str(config.run.device),
+            "config_hash": short_hash(config.plain()),
+            "method_options": options,
+            "method_hash": short_hash(options),
+            "reference": config.evaluation.options.reference,
+        })  # fmt: skip
+
+    @classmethod
+    def unvalidated(cls, run_dir: Path, config: dict[str, Any]) -> RunRecord:
+        """The record of a job whose config did not validate: `config` says what it was."""
+        record = cls.__new__(cls)
+        record._start(run_dir, config)
+        return record
+
+    def _start(self, run_dir: Path, config: dict[str, Any]) -> None:
         self.path = Path(run_dir) / "metrics.json"
-        options = method_options(cfg, method)
         self.data: dict[str, Any] = {
             "status": "running",
             "started_at": now(),
             "process": this_process(),
-            "config": {
-                "dataset": variant_label(cfg.dataset, "dataset"),
-                "model": variant_label(cfg.model, "model"),
-                "method": cfg.method.name,
-                "forget": forget_tag,
-                "seed": cfg.seed,
-                "device": str(cfg.device),
-                "config_hash": config_hash(cfg),
-                "method_options": options,
-                "method_hash": short_hash(options),
-                "reference": OmegaConf.select(cfg, "evaluation.reference", default="retrain"),
-            },
+            "config": config,
             "versions": {
                 "python": platform.python_version(),
                 "torch": torch.__version__,
@@ -156,9 +156,9 @@ class RunRecord:
         self.data.update(fields)
         self.write()
 
-    def set_method(self, cfg: DictConfig, method: Any) -> None:
+    def set_method(self, method: Choice, ran_with: Options) -> None:
         """Record the options the method ran with, once the run has resolved them anew."""
-        options = method_options(cfg, method)
+        options = method_options(method, ran_with)
         self.data["config"].update(method_options=options, method_hash=short_hash(options))
         self.write()
 

@@ -2,13 +2,35 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import inspect
+import typing
 from collections.abc import Callable, Iterable
-from typing import Generic, TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 from unlearn_cli.errors import UserError
 
 T = TypeVar("T")
+OptionsT = TypeVar("OptionsT")
+
+
+@dataclass(frozen=True)
+class Choice(Generic[OptionsT]):
+    """A config group's pick: the name chosen from its registry (`method=ssd`) and its
+    validated options.
+
+    `as_written` keeps the options before per-scenario `auto` defaults were resolved (methods
+    only; None elsewhere): what the user left to the defaults."""
+
+    name: str
+    options: OptionsT
+    as_written: OptionsT | None = None
+
+    def plain(self) -> dict[str, Any]:
+        """The node as plain data, as its YAML spells it (cache keys, checkpoint metadata)."""
+        return {"name": self.name, **dataclasses.asdict(self.options)}
 
 
 def unknown_choice(kind: str, name: object, choices: Iterable[str]) -> UserError:
@@ -20,7 +42,11 @@ def unknown_choice(kind: str, name: object, choices: Iterable[str]) -> UserError
 
 
 class Registry(Generic[T]):
-    """A small named table of implementations (methods, datasets, models)."""
+    """A small named table of implementations (methods, datasets, models, evaluations).
+
+    Every config group links a name to its option schema by one rule (`schema`): the schema
+    given at registration, else the annotation of the implementation's `opts` parameter.
+    """
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
@@ -44,6 +70,16 @@ class Registry(Generic[T]):
         if name not in self._items:
             raise unknown_choice(self.kind, name, self._items)
         return self._items[name]
+
+    def schema(self, name: str) -> type:
+        """The option schema of `name`'s config node (see the class docstring)."""
+        item = self.get(name)
+        if name in self.options:
+            return self.options[name]
+        hints = typing.get_type_hints(inspect.unwrap(item))
+        if "opts" not in hints:
+            raise TypeError(f"{self.kind} {name} has no annotated `opts` parameter")
+        return hints["opts"]
 
     def names(self) -> list[str]:
         return sorted(self._items)

@@ -33,7 +33,7 @@ from torch import nn
 from unlearn_cli.atomic import atomic_write_bytes, torch_save_bytes
 from unlearn_cli.cost import Cost, add_resumed
 from unlearn_cli.errors import WriteFailed
-from unlearn_cli.record import short_hash
+from unlearn_cli.fingerprint import short_hash
 
 log = logging.getLogger(__name__)
 

@@ -1,26 +1,22 @@
-"""One experiment, top to bottom: seed -> data -> base model -> method -> evaluate -> write."""
+"""One experiment, top to bottom: seed -> data -> base model -> method -> evaluate -> write.
+
+`run_experiment` is the story; the models it compares are built in named steps (run_models.py):
+the original (trained, cached, or the user's own), the references (the retrained model and the
+noise floor's second retraining) and the timed unlearning of the original (unlearning.py).
+"""
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
-import random
-import shutil
-import time
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from unlearn_cli.cache import ModelCache, cache_key, model_key
 from unlearn_cli.console import out_console
-from unlearn_cli.cost import Cost, attach_counter, counting, warm_up
 from unlearn_cli.data import ForgetSplit, load_dataset
-from unlearn_cli.data.builders import dataset_key
 from unlearn_cli.data.spec import forget_tag_of, split_from_config
 from unlearn_cli.device import resolve_device, resolve_threads
 from unlearn_cli.errors import TrainingDiverged, UserError, first_line
@@ -29,90 +25,64 @@ from unlearn_cli.evaluation.lira import add_lira, add_ulira
 from unlearn_cli.evaluation.metrics import UTILITY_POINTS
 from unlearn_cli.evaluation.plots import confidence_histograms, per_class_accuracy_plot
 from unlearn_cli.evaluation.tables import metrics_by_model_table, models_frame, write_csv
-from unlearn_cli.inference import predict_logits
-from unlearn_cli.methods import (
-    METHODS,
-    UnlearnContext,
-    log_method_defaults,
-    memorised_options,
-    note_memorised_original,
-    options_type,
-    run_method,
-)
-from unlearn_cli.methods.common import is_finite_model
+from unlearn_cli.methods import METHODS, log_method_defaults, options_type
 from unlearn_cli.models import build_model, save_checkpoint
-from unlearn_cli.models.state_files import load_original
-from unlearn_cli.options import Options
-from unlearn_cli.record import RunRecord, method_options
-from unlearn_cli.training import train_classifier
-from unlearn_cli.validate import RunConfig, validate_config
+from unlearn_cli.record import RunRecord
+from unlearn_cli.run_models import GivenOriginal, build_models, given_original
+from unlearn_cli.unlearning import seed_everything
+from unlearn_cli.validate import RunConfig
 
 log = logging.getLogger(__name__)
 
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+__all__ = ["GivenOriginal", "build_models", "run_experiment", "seed_everything"]
 
 
-def run_experiment(cfg: DictConfig, run_dir: Path | str) -> dict:
-    """Run the experiment `cfg` and write its outputs into `run_dir`; return metrics.json's data."""
-    run_dir = Path(run_dir)
-    typed = validate_config(cfg)
-    device = resolve_device(cfg.device)
-    torch.set_num_threads(resolve_threads(cfg.threads))
-    seed_everything(cfg.seed)
-    tag = forget_tag_of(cfg)
-    data = load_dataset(cfg.dataset, cfg.cache_dir)
-    split = split_from_config(data, cfg)
+def run_experiment(config: RunConfig, run_dir: Path | str) -> dict:
+    """Run the experiment `config` and write its outputs into `run_dir`; return metrics.json's
+    data."""
+    run_dir, run = Path(run_dir), config.run
+    device = resolve_device(run.device)
+    torch.set_num_threads(resolve_threads(run.threads))
+    seed_everything(run.seed)
+    tag = forget_tag_of(config)
+    data = load_dataset(config.dataset, run.cache_dir)
+    split = split_from_config(data, config)
     # Options that depend on the architecture (e.g. influence's dense Hessian size), and a
     # user's checkpoint, are checked before anything is trained.
-    probe = build_model(typed.model, data.input_shape, data.num_classes, 0)
-    check_input_shape(probe, data.input_shape, cfg.model.name)
-    typed.method.check_model(probe)
-    given = given_original(typed, data, cfg.seed)
-    record = RunRecord(run_dir, cfg, tag, typed.method)
+    probe = build_model(config.model, data.input_shape, data.num_classes, 0)
+    check_input_shape(probe, data.input_shape, config.model.name)
+    config.method.options.check_model(probe)
+    given = given_original(config, data)
+    record = RunRecord(run_dir, config, tag)
     record.update(split=split.describe(), device=str(device))
     if given is not None:
-        record.update(original_checkpoint={"path": typed.run.original.checkpoint,
+        record.update(original_checkpoint={"path": run.original.checkpoint,
                                            "sha256": given.sha256})  # fmt: skip
-    judged = "; a forget list, judged like random samples" if split.scenario == "list" else ""
-    log.info(
-        "%s on %s/%s: forget %s (%d samples%s), retain %d, validation %d, device %s",
-        cfg.method.name,
-        cfg.dataset.name,
-        cfg.model.name,
-        split.tag,
-        len(split.forget_idx),
-        judged,
-        len(split.retain_idx),
-        len(split.validation_idx),
-        device,
-    )
-    log_method_defaults(cfg.method, typed.method, split.targets)
+    log_run(config, split, device)
+    log_method_defaults(config.method, split.targets)
     try:
-        built = build_models(cfg, split, device, typed, given)
+        built = build_models(config, split, device, given)
         models, method_metrics, ran_with = built.models, built.method_metrics, built.ran_with
-        if ran_with is not typed.method:  # memorising-original defaults replaced the samples ones
-            record.set_method(cfg, ran_with)
+        if ran_with is not config.method.options:  # memorising-original defaults replaced them
+            record.set_method(config.method, ran_with)
+        evaluation = config.evaluation.options
         rows, details, confidences = evaluate_models(
-            models, built.seconds, split, device, typed.evaluation, cfg.seed, built.counts
+            models, built.seconds, split, device, evaluation, run.seed, built.counts
         )
         if "setup_seconds" in method_metrics:  # SISA: set-up before any deletion request
             rows["unlearned"]["setup_s"] = method_metrics["setup_seconds"]
-        if typed.evaluation.lira is not None:
-            add_lira(rows, models, split, cfg, device)
-        if cfg.evaluation.name == "ulira":
-            method_metrics.update(add_ulira(rows, models, split, cfg, device, cfg.method.name,
-                                            ran_with, typed.model.train))  # fmt: skip
-        if cfg.evaluation.plots:
-            write_plots(run_dir / "plots", details, confidences, split, cfg.method.name)
-        write_outputs(run_dir, models["unlearned"], rows, cfg, split)
+        if evaluation.lira is not None:
+            add_lira(rows, models, split, config, device)
+        if config.evaluation.name == "ulira":  # its shadow pairs unlearn as this run did
+            ran = replace(config, method=replace(config.method, options=ran_with))
+            method_metrics.update(add_ulira(rows, models, split, ran, device))
+        if evaluation.plots:
+            write_plots(run_dir / "plots", details, confidences, split, config.method.name)
+        write_outputs(run_dir, models["unlearned"], rows, config, split)
         status = "diverged" if method_metrics.get("diverged") else "completed"
         if status == "diverged":
             log.warning("%s diverged: the unlearned model is its last good weights; the result "
-                        "is not trustworthy", cfg.method.name)  # fmt: skip
+                        "is not trustworthy", config.method.name)  # fmt: skip
         record.finish(status, models=rows, method_metrics=method_metrics, **details)
     except (KeyboardInterrupt, SystemExit):  # Ctrl-C, a kill, or submitit's requeue exit
         record.try_finish("interrupted")
@@ -126,6 +96,22 @@ def run_experiment(cfg: DictConfig, run_dir: Path | str) -> dict:
     return record.data
 
 
+def log_run(config: RunConfig, split: ForgetSplit, device: torch.device) -> None:
+    judged = "; a forget list, judged like random samples" if split.scenario == "list" else ""
+    log.info(
+        "%s on %s/%s: forget %s (%d samples%s), retain %d, validation %d, device %s",
+        config.method.name,
+        config.dataset.name,
+        config.model.name,
+        split.tag,
+        len(split.forget_idx),
+        judged,
+        len(split.retain_idx),
+        len(split.validation_idx),
+        device,
+    )
+
+
 def role_labels(method: str) -> dict[str, str]:
     return {
         "original": "original",
@@ -133,38 +119,6 @@ def role_labels(method: str) -> dict[str, str]:
         "retrain_other_seed": "retrain, other seed",
         "unlearned": f"unlearned ({method})",
     }
-
-
-@dataclass
-class GivenOriginal:
-    """The user's own original model (`original.checkpoint`): nothing trains it."""
-
-    model: nn.Module
-    sha256: str
-
-
-@dataclass
-class BuiltModels:
-    """What `build_models` hands back: the models by role (original, retrain, unlearned, and
-    retrain_other_seed for the noise floor), their wall seconds and counted sample passes, the
-    method's own figures, and the options the method ran with (the memorising-original defaults
-    where they replaced the samples ones)."""
-
-    models: dict[str, nn.Module]
-    seconds: dict[str, float | None]
-    method_metrics: dict
-    counts: dict[str, Cost | None]
-    ran_with: Options
-
-
-def given_original(typed: RunConfig, data, seed: int) -> GivenOriginal | None:
-    path = typed.run.original.checkpoint
-    if path is None:
-        return None
-    model = build_model(typed.model, data.input_shape, data.num_classes, seed, pretrained=False)
-    digest = load_original(model, Path(path).expanduser(), data.classes)
-    log.info("original: %s (sha256 %s), not trained here", path, digest[:12])
-    return GivenOriginal(attach_counter(model), digest)
 
 
 def check_input_shape(model: nn.Module, shape: tuple[int, ...], name: str) -> None:
@@ -179,131 +133,6 @@ def check_input_shape(model: nn.Module, shape: tuple[int, ...], name: str) -> No
             f"model={name} cannot take {'x'.join(map(str, shape))} inputs "
             f"({reason}); change dataset.image_size or the model"
         ) from None
-
-
-def build_models(
-    cfg: DictConfig,
-    split: ForgetSplit,
-    device: torch.device,
-    typed: RunConfig | None = None,
-    given: GivenOriginal | None = None,
-) -> BuiltModels:
-    """The original (cached, or the user's `given` one) and retrained (cached) models and the
-    unlearned one, with their wall seconds, the method's own figures, the counted sample
-    passes of each and the options the method ran with.
-
-    With `evaluation.noise_floor` a model retrained with the next seed joins them: how far two
-    exact retrainings lie apart, the level below which no method can be told from retraining.
-    With `evaluation.reference=none` nothing is retrained: there is no "retrain" model.
-    """
-    typed = typed or validate_config(cfg)
-    data = split.data
-    cache = ModelCache(cfg.cache_dir)
-    train_cfg = typed.model.train
-
-    def fresh(seed: int = cfg.seed) -> nn.Module:
-        return attach_counter(build_model(typed.model, data.input_shape, data.num_classes, seed))
-
-    def train_original(staging: Path) -> nn.Module:
-        model = fresh()
-        train_classifier(model, data.x_train, data.y_train, train_cfg, device, cfg.seed,
-                         "original", rows=split.trainable_idx, feed=data.feed,
-                         checkpoint=staging / "original.ckpt")  # fmt: skip
-        return model
-
-    def context(seed: int = cfg.seed, staging: Path | None = None) -> UnlearnContext:
-        return UnlearnContext(train_cfg, device, seed, lambda: fresh(seed),
-                              typed.evaluation.batch_size, checkpoint_dir=staging)  # fmt: skip
-
-    base_key = {
-        "dataset": dataset_key(cfg.dataset, split.data),
-        "model": model_key(cfg.model),
-        "seed": cfg.seed,
-        "device_type": device.type,
-        "validation": split.validation_fingerprint(),
-    }
-    if given is None:
-        original = cache.get_or_train("original", base_key, fresh, train_original)
-        original_model, cache_info = original.model, {"original_hit": original.hit}
-    else:
-        original_model, cache_info = given.model, {"original_checkpoint_sha256": given.sha256}
-
-    def retrained(seed: int):
-        key = {**base_key, "seed": seed, "forget": split.fingerprint()}
-        return cache.get_or_train("retrain", key, lambda: fresh(seed),
-                                  lambda staging: run_method("retrain", original_model, split,
-                                                             context(seed, staging)))  # fmt: skip
-
-    reference = retrained(cfg.seed) if typed.evaluation.reference == "retrain" else None
-    if cfg.method.name == "retrain" and reference is not None:
-        # The reference *is* this method's result; its cost is the measured retraining cost.
-        unlearned, seconds, cost, ctx = (reference.model, reference.train_seconds,
-                                         reference.cost, context())  # fmt: skip
-        opts = typed.method
-    else:
-        model = copy.deepcopy(original_model).to(device)
-        memorising = note_memorised_original(cfg.method.name, typed.method, model, split, device,
-                                             typed.evaluation.batch_size)  # fmt: skip
-        opts = typed.method
-        if memorising.get("original_memorises"):
-            opts = memorised_options(cfg.method, opts)
-        # The method's own training loops (SISA's shards) resume from here after a kill.
-        method_key = {**base_key, "forget": split.fingerprint(), "original": given and given.sha256,
-                      "method": method_options(cfg, opts)}  # fmt: skip
-        staging = cache.staging_dir(f"method-{cfg.method.name}-{cache_key(method_key)}")
-        ctx = context(staging=staging)
-        ctx.metrics.update(memorising)
-        # One-time library and device set-up is not unlearning work: pay it before the timer.
-        warm_up(model, data.x_train[torch.as_tensor(split.forget_idx[:2])], device,
-                opts.uses_torch_func(), typed.evaluation.batch_size)  # fmt: skip
-        seed_everything(cfg.seed)
-        with counting() as counted:
-            start = time.perf_counter()
-            unlearned = run_method(cfg.method.name, model, split, ctx, opts)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            # counted.resumed_seconds: what resumed training loops did before a kill
-            seconds = time.perf_counter() - start + counted.resumed_seconds - ctx.untimed_seconds
-        cost = counted.minus(ctx.untimed_cost)
-        shutil.rmtree(staging, ignore_errors=True)  # finished: nothing left to resume
-        if not gives_finite_outputs(unlearned, split, device):
-            # The method left NaN/inf weights or outputs that its own guard (if any) did not
-            # catch: the last good weights are the original's.
-            log.warning("%s left non-finite weights or outputs; keeping the original model's",
-                        cfg.method.name)  # fmt: skip
-            unlearned = copy.deepcopy(original_model).to(device)
-            ctx.metrics["diverged"] = True
-    models = {"original": original_model, "unlearned": unlearned}
-    costs: dict[str, float | None] = {"original": None, "unlearned": seconds}
-    counts: dict[str, Cost | None] = {"original": None, "unlearned": cost}
-    if reference is None:
-        log.info("%s took %.2fs, %d sample passes (no retrained reference: "
-                 "evaluation.reference=none)", cfg.method.name, seconds, cost.units)  # fmt: skip
-    else:
-        log.info("%s took %.2fs, %d sample passes (retrain: %.2fs, %d)", cfg.method.name,
-                 seconds, cost.units, reference.train_seconds, reference.cost.units)  # fmt: skip
-        models["retrain"], costs["retrain"] = reference.model, reference.train_seconds
-        counts["retrain"] = reference.cost
-        if typed.evaluation.noise_floor:
-            models["retrain_other_seed"] = retrained(cfg.seed + 1).model
-            costs["retrain_other_seed"], counts["retrain_other_seed"] = None, None
-        cache_info.update(retrain_hit=reference.hit,
-                          retrain_time_measured="this run" if not reference.hit
-                          else "when its cache entry was made")  # fmt: skip
-    if ctx.untimed_seconds:
-        ctx.metrics.update(setup_seconds=ctx.untimed_seconds, setup_cost=ctx.untimed_cost.as_dict())
-    order = ("original", "retrain", "unlearned", "retrain_other_seed")
-    models = {k: models[k].to(device) for k in order if k in models}
-    return BuiltModels(models, costs, {**ctx.metrics, **cache_info}, counts, opts)
-
-
-def gives_finite_outputs(model: nn.Module, split: ForgetSplit, device: torch.device) -> bool:
-    """Finite weights, and finite logits on a probe of forget and retain samples."""
-    if not is_finite_model(model):
-        return False
-    probe = np.concatenate([split.forget_idx[:256], split.retain_idx[:256]])
-    x = split.data.x_train[torch.as_tensor(probe)]
-    return bool(torch.isfinite(predict_logits(model, x, device, max(1, len(x)))).all())
 
 
 def write_plots(folder: Path, details: dict, confidences: dict, split: ForgetSplit,
@@ -335,7 +164,7 @@ def utility_warning(rows: dict) -> str:
     )
 
 
-def unsuited_warning(cfg: DictConfig, split: ForgetSplit) -> str:
+def unsuited_warning(cfg: RunConfig, split: ForgetSplit) -> str:
     """The caption's echo of the log's warning (which gives the figures) for a method
     documented as unsuited to what this run forgets."""
     name = cfg.method.name
@@ -360,14 +189,14 @@ def cost_words(ratio: float | None) -> str:
 
 
 def write_outputs(
-    run_dir: Path, unlearned: nn.Module, rows: dict, cfg: DictConfig, split: ForgetSplit
+    run_dir: Path, unlearned: nn.Module, rows: dict, cfg: RunConfig, split: ForgetSplit
 ) -> None:
     save_checkpoint(
         unlearned,
         run_dir / "checkpoints" / "unlearned.safetensors",
         what="the unlearned model's checkpoint",
         metadata={
-            "model": OmegaConf.to_container(cfg.model, resolve=True),
+            "model": cfg.model.plain(),
             "dataset": cfg.dataset.name,
             "classes": list(split.data.classes),
             "input_shape": list(split.data.input_shape),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -17,7 +17,6 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig
 from torch import nn
 
 from unlearn_cli.console import progress_bar
@@ -69,8 +68,9 @@ class TrainOptions(Options):
     )
 
 
-def train_options(node) -> TrainOptions:
-    """`model.train` as typed options (a DictConfig or dict node)."""
+def train_options(node: TrainOptions | Mapping) -> TrainOptions:
+    """`model.train` as typed options (a plain node, as tests and ad-hoc callers give, is
+    parsed against the schema)."""
     return node if isinstance(node, TrainOptions) else parse(TrainOptions, node, "model.train")
 
 
@@ -147,7 +147,7 @@ def train_classifier(
     model: nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,
-    cfg: TrainOptions | DictConfig,
+    cfg: TrainOptions | Mapping,
     device: torch.device,
     seed: int,
     description: str,

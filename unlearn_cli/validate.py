@@ -1,33 +1,39 @@
 """Every node of a composed config, parsed into its typed schema before any data or model.
 
-`validate_config(cfg)` returns the run's typed options or raises one `UserError` line naming the
-first bad key. The schemas live beside what they configure: methods in their own modules, models
-in models/builders.py, datasets in data/builders.py, `model.train` in training.py, the evaluation
-in evaluation/options.py and the top-level keys here.
+`validate_config(cfg)` returns the run's typed options (`RunConfig`) or raises one `UserError`
+line naming the first bad key. It is called once per job, at the edge where Hydra hands over the
+composed config; everything after takes the `RunConfig` (a variant of a run is
+`dataclasses.replace`, never a re-parse). The schemas live beside what they configure: methods in
+their own modules, models in models/builders.py, datasets in data/builders.py, `model.train` in
+training.py, the evaluation in evaluation/options.py and the top-level keys here. Each of the four
+groups links a name to its schema by one rule: `Registry.schema`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from omegaconf import DictConfig
-
-from unlearn_cli.data.builders import dataset_options
+from unlearn_cli.data.builders import DATASETS
 from unlearn_cli.errors import UserError
-from unlearn_cli.evaluation.options import EvaluationOptions, evaluation_options
-from unlearn_cli.methods import method_options
-from unlearn_cli.models.builders import ModelOptions, model_options
+from unlearn_cli.evaluation.options import EVALUATIONS, EvaluationOptions
+from unlearn_cli.methods import METHODS
+from unlearn_cli.models.builders import MODELS, ModelOptions
 from unlearn_cli.models.state_files import check_suffix
 from unlearn_cli.options import Count, Natural, Options, Range, opt, parse
+from unlearn_cli.registry import Choice, Registry
 
 ClassSpec = str | int | list[str | int] | None
 Fraction = Annotated[float, Range(gt=0, lt=1)]
 NODES = ("dataset", "model", "method", "evaluation")
+GROUPS: dict[str, Registry[Any]] = {"dataset": DATASETS, "model": MODELS, "method": METHODS,
+                                    "evaluation": EVALUATIONS}  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -88,27 +94,55 @@ class RunOptions(Options):
 
 @dataclass(frozen=True)
 class RunConfig:
-    """The typed options of one run, node by node."""
+    """The typed options of one run: the top-level keys, and each group's name and options."""
 
     run: RunOptions
-    dataset: Options
-    model: ModelOptions
-    method: Options
-    evaluation: EvaluationOptions
+    dataset: Choice[Options]
+    model: Choice[ModelOptions]
+    method: Choice[Options]
+    evaluation: Choice[EvaluationOptions]
+
+    def plain(self) -> dict[str, Any]:
+        """The whole config as plain data in its YAML's shape (metrics.json's config_hash)."""
+        groups = {g: getattr(self, g).plain() for g in NODES}
+        return {**dataclasses.asdict(self.run), **groups}
 
 
-def validate_config(cfg: DictConfig) -> RunConfig:
-    """Parse every node of `cfg`; raise UserError with one clear line for the first problem."""
+def validate_config(cfg: Mapping) -> RunConfig:
+    """Parse every node of the composed config `cfg`; raise UserError with one clear line for
+    the first problem."""
     run = parse(RunOptions, {k: v for k, v in cfg.items() if k not in NODES}, "", skip=())
-    typed = RunConfig(
+    config = RunConfig(
         run=run,
-        dataset=dataset_options(cfg.dataset),
-        model=model_options(cfg.model),
-        method=method_options(cfg.method, run.targets),
-        evaluation=evaluation_options(cfg.evaluation),
+        dataset=choose("dataset", cfg["dataset"]),
+        model=choose("model", cfg["model"]),
+        method=choose("method", cfg["method"], run.targets),
+        evaluation=choose("evaluation", cfg["evaluation"]),
     )
     check_writable(Path(run.cache_dir), "cache_dir", read_only_ok=True)
-    return typed
+    return config
+
+
+def choose(group: str, node: Mapping, targets: str | None = None) -> Choice:
+    """The group's pick for config node `node`: its `name` picks the schema (`Registry.schema`).
+
+    A method's `auto` options become the defaults for `targets` ("class" | "samples"); the
+    options as written are kept beside them. An evaluation preset adds its own rule."""
+    name = str(node["name"])
+    options = parse(GROUPS[group].schema(name), node, group)
+    if group == "evaluation":
+        EVALUATIONS.get(name)(options)
+    if group != "method" or targets is None:
+        return Choice(name, options)
+    resolved = options.for_targets(targets)
+    if resolved is not options and not resolved.has_auto():
+        resolved.check(group)
+    return Choice(name, resolved, as_written=options)
+
+
+def method_defaults(name: str, targets: str) -> Choice:
+    """Method `name` with its schema's defaults (which its YAML repeats) for `targets`."""
+    return choose("method", {"name": name}, targets)
 
 
 def check_writable(folder: Path, key: str, read_only_ok: bool = False) -> None:

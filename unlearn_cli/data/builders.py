@@ -1,14 +1,17 @@
-"""Dataset builders, one per `configs/dataset/<name>.yaml`, looked up by name."""
+"""Dataset builders, one per `configs/dataset/<name>.yaml`, looked up by name.
+
+A builder takes the dataset's typed options and the cache folder; builders shared by several
+names (the public sets, the tables) are registered once per name with that name bound."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Literal
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
 
 from unlearn_cli.data import animal_mnist as animal_mnist_files
 from unlearn_cli.data import disk_store
@@ -28,11 +31,10 @@ from unlearn_cli.options import (
     Range,
     fail,
     opt,
-    parse,
 )
-from unlearn_cli.registry import Registry
+from unlearn_cli.registry import Choice, Registry
 
-DatasetBuilder = Callable[[DictConfig, Path], ImageDataset]
+DatasetBuilder = Callable[[Options, Path], ImageDataset]
 DATASETS: Registry[DatasetBuilder] = Registry("dataset")
 
 # The train/test split never depends on the run seed: every run of a dataset shares one test set.
@@ -153,10 +155,10 @@ def stratified_split(labels: np.ndarray, test_size: int | float) -> tuple[np.nda
 
 
 @DATASETS.register("animal_mnist", AnimalMnistOptions)
-def animal_mnist(cfg: DictConfig, cache_dir: Path) -> ImageDataset:
+def animal_mnist(opts: AnimalMnistOptions, cache_dir: Path) -> ImageDataset:
     images, labels = animal_mnist_files.load_arrays(cache_dir)
-    train_idx, test_idx = stratified_split(labels, cfg.test_size)
-    limit = cfg.get("train_limit")
+    train_idx, test_idx = stratified_split(labels, opts.test_size)
+    limit = opts.train_limit
     if limit is not None and limit < len(train_idx):  # a smaller set the model can memorise
         keep, _ = stratified_split(labels[train_idx], len(train_idx) - limit)
         train_idx = train_idx[keep]
@@ -166,93 +168,87 @@ def animal_mnist(cfg: DictConfig, cache_dir: Path) -> ImageDataset:
 
 
 @DATASETS.register("digits", DigitsOptions)
-def digits(cfg: DictConfig, cache_dir: Path) -> ImageDataset:
+def digits(opts: DigitsOptions, cache_dir: Path) -> ImageDataset:
     from sklearn.datasets import load_digits  # bundled with scikit-learn, no download
 
     bunch = load_digits()
     images, labels = bunch.images.astype(np.float32), bunch.target.astype(np.int64)
-    train_idx, test_idx = stratified_split(labels, cfg.test_size)
+    train_idx, test_idx = stratified_split(labels, opts.test_size)
     classes = tuple(str(c) for c in range(10))
     return from_arrays("digits", classes, images, labels, train_idx, test_idx, 16.0)
 
 
 @DATASETS.register("synthetic", SyntheticOptions)
-def synthetic(cfg: DictConfig, cache_dir: Path) -> ImageDataset:
+def synthetic(opts: SyntheticOptions, cache_dir: Path) -> ImageDataset:
     """Each class is a random prototype image; samples are the prototype plus Gaussian noise."""
-    rng = np.random.default_rng(cfg.data_seed)
-    k, n, s = int(cfg.num_classes), int(cfg.samples_per_class), int(cfg.image_size)
+    rng = np.random.default_rng(opts.data_seed)
+    k, n, s = opts.num_classes, opts.samples_per_class, opts.image_size
     prototypes = rng.normal(size=(k, s, s)).astype(np.float32)
     labels = np.repeat(np.arange(k), n)
-    images = prototypes[labels] + cfg.noise * rng.normal(size=(k * n, s, s)).astype(np.float32)
-    train_idx, test_idx = stratified_split(labels, cfg.test_size)
+    images = prototypes[labels] + opts.noise * rng.normal(size=(k * n, s, s)).astype(np.float32)
+    train_idx, test_idx = stratified_split(labels, opts.test_size)
     classes = tuple(f"class{c}" for c in range(k))
     return from_arrays("synthetic", classes, images, labels, train_idx, test_idx)
 
 
-def loader_workers(cfg: DictConfig) -> int:
-    workers = cfg.get("workers", "auto")
-    return default_workers() if workers == "auto" else int(workers)
+def loader_workers(opts: ImageFolderOptions) -> int:
+    return default_workers() if opts.workers == "auto" else int(opts.workers)
 
 
-def augmentations(cfg: DictConfig) -> tuple[str, ...]:
-    return tuple(cfg.get("augment") or ())
-
-
-def use_disk(cfg: DictConfig, listing: Listing) -> bool:
-    if cfg.storage == "auto":
-        return decoded_bytes(cfg, listing) > float(cfg.memory_limit_mb) * 2**20
-    return cfg.storage == "disk"
+def use_disk(opts: ImageFolderOptions, listing: Listing) -> bool:
+    if opts.storage == "auto":
+        return decoded_bytes(opts, listing) > float(opts.memory_limit_mb) * 2**20
+    return opts.storage == "disk"
 
 
 @DATASETS.register("imagefolder", ImageFolderOptions)
-def imagefolder(cfg: DictConfig, cache_dir: Path) -> ImageDataset:
-    listing = list_folder(cfg)
-    workers = loader_workers(cfg)
+def imagefolder(opts: ImageFolderOptions, cache_dir: Path) -> ImageDataset:
+    listing = list_folder(opts)
+    workers = loader_workers(opts)
 
     def split_rule(kept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if listing.is_train is None:
-            return stratified_split(listing.labels[kept], cfg.test_size)
+            return stratified_split(listing.labels[kept], opts.test_size)
         return np.flatnonzero(listing.is_train[kept]), np.flatnonzero(~listing.is_train[kept])
 
-    if use_disk(cfg, listing):
-        data = disk_store.load_or_build(
-            cfg, listing, cache_dir, workers, split_rule, augmentations(cfg)
-        )
+    augment = tuple(opts.augment)
+    if use_disk(opts, listing):
+        data = disk_store.load_or_build(opts, listing, cache_dir, workers, split_rule, augment)
         return replace(data, fingerprint=listing.fingerprint())
-    images, labels, ids, kept = load_folder(cfg, listing, workers)
+    images, labels, ids, kept = load_folder(opts, listing, workers)
     train_idx, test_idx = split_rule(np.asarray(kept))
     data = from_arrays("imagefolder", listing.classes, images, labels, train_idx, test_idx, 255.0,
-                       stats=fixed_stats(cfg))  # fmt: skip
+                       stats=fixed_stats(opts.normalise))  # fmt: skip
     return replace(data, train_ids=tuple(ids[i] for i in train_idx),
-                   feed=TrainingFeed(augment=augmentations(cfg)),
+                   feed=TrainingFeed(augment=augment),
                    fingerprint=listing.fingerprint())  # fmt: skip
 
 
-def public(cfg: DictConfig, cache_dir: Path) -> ImageDataset:
-    (x_train, y_train), (x_test, y_test), classes = load_public(cfg)
+def public(opts: PublicOptions, cache_dir: Path, name: str) -> ImageDataset:
+    (x_train, y_train), (x_test, y_test), classes = load_public(name, opts)
     images, labels = np.concatenate([x_train, x_test]), np.concatenate([y_train, y_test])
     n = len(y_train)
     train_idx, test_idx = np.arange(n), np.arange(n, n + len(y_test))
-    data = from_arrays(cfg.name, classes, images, labels, train_idx, test_idx, 255.0)
-    return replace(data, feed=TrainingFeed(augment=augmentations(cfg)))
+    data = from_arrays(name, classes, images, labels, train_idx, test_idx, 255.0)
+    return replace(data, feed=TrainingFeed(augment=tuple(opts.augment)))
 
 
 PUBLIC = {"cifar10": PublicOptions, "cifar100": Cifar100Options, "mnist": MnistOptions,
           "fashion_mnist": FashionMnistOptions}  # fmt: skip
 for _name, _options in PUBLIC.items():
-    DATASETS.register(_name, _options)(public)
+    DATASETS.register(_name, _options)(partial(public, name=_name))
 
 
-def tabular(cfg: DictConfig, cache_dir: Path) -> ImageDataset:
+def tabular(opts: TabularOptions, cache_dir: Path, name: str) -> ImageDataset:
     """A bundled table (breast_cancer, wine, iris) or `csv` (dataset.path, dataset.label_column)."""
-    x, y, classes = load_table(cfg)
-    train_idx, test_idx = stratified_split(y, cfg.test_size)
-    return tabular_dataset(cfg, train_idx, test_idx, x, y, classes)
+    x, y, classes = load_table(name, opts)
+    train_idx, test_idx = stratified_split(y, opts.test_size)
+    return tabular_dataset(name, opts, train_idx, test_idx, x, y, classes)
 
 
 for _table in BUNDLED:  # `dataset=tabular dataset.name=<table>`
-    DATASETS.register(_table, TabularOptions)(tabular)
-DATASETS.register("csv", CsvOptions)(tabular)
+    DATASETS.register(_table, TabularOptions)(partial(tabular, name=_table))
+DATASETS.register("csv", CsvOptions)(partial(tabular, name="csv"))
 
 
 # Options that change how data is loaded, never what is loaded: left out of model cache keys, so
@@ -260,19 +256,12 @@ DATASETS.register("csv", CsvOptions)(tabular)
 LOADING_ONLY = ("storage", "memory_limit_mb", "workers")
 
 
-def dataset_key(cfg: DictConfig, data: ImageDataset) -> dict:
+def dataset_key(dataset: Choice, data: ImageDataset) -> dict:
     """The dataset config as it enters model cache keys, with the content fingerprint of user
     data (an image folder or CSV edited in place must not reuse models trained on the old)."""
-    key = OmegaConf.to_container(cfg, resolve=True)
-    key = {k: v for k, v in key.items() if k not in LOADING_ONLY}
+    key = {k: v for k, v in dataset.plain().items() if k not in LOADING_ONLY}
     return {**key, "content": data.fingerprint} if data.fingerprint else key
 
 
-def dataset_options(node) -> Options:
-    """The typed options of a `dataset` node (its `name` picks the schema)."""
-    DATASETS.get(node["name"])
-    return parse(DATASETS.options[node["name"]], node, "dataset")
-
-
-def load_dataset(cfg: DictConfig, cache_dir: Path | str) -> ImageDataset:
-    return DATASETS.get(cfg.name)(cfg, Path(cache_dir))
+def load_dataset(dataset: Choice, cache_dir: Path | str) -> ImageDataset:
+    return DATASETS.get(dataset.name)(dataset.options, Path(cache_dir))

@@ -97,8 +97,8 @@ def from_arrays(
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
-def fixed_stats(cfg) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+def fixed_stats(normalise: str) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
     """The standardisation imposed by `normalise` on 0..255 pixels (None: the data's own)."""
-    if cfg.get("normalise", "dataset") != "imagenet":
+    if normalise != "imagenet":
         return None
     return tuple(255.0 * m for m in IMAGENET_MEAN), tuple(255.0 * s for s in IMAGENET_STD)

@@ -16,15 +16,18 @@ import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from numpy.lib.format import open_memmap
-from omegaconf import DictConfig
 
 from unlearn_cli.atomic import temp_folder, write_failed
 from unlearn_cli.data.dataset import ImageDataset, fixed_stats
 from unlearn_cli.data.feed import TrainingFeed
+
+if TYPE_CHECKING:  # the schema lives with the builders, which import this module
+    from unlearn_cli.data.builders import ImageFolderOptions
 from unlearn_cli.data.imagefolder import Listing, decoded_images
 
 log = logging.getLogger(__name__)
@@ -35,22 +38,22 @@ CHUNK = 2048  # images standardised per step while building (bounds the builder'
 SplitRule = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
-def decoded_bytes(cfg: DictConfig, listing: Listing) -> int:
+def decoded_bytes(opts: ImageFolderOptions, listing: Listing) -> int:
     """Size of the folder as standardised float32 tensors."""
-    return len(listing.paths) * int(cfg.channels) * int(cfg.image_size) ** 2 * 4
+    return len(listing.paths) * int(opts.channels) * int(opts.image_size) ** 2 * 4
 
 
-def store_key(cfg: DictConfig, listing: Listing) -> str:
+def store_key(opts: ImageFolderOptions, listing: Listing) -> str:
     spec = {"version": STORE_VERSION, "root": str(listing.root.resolve()),
             "files": listing.fingerprint(),
-            "image_size": int(cfg.image_size), "channels": int(cfg.channels),
-            "test_size": float(cfg.test_size),
-            "normalise": cfg.get("normalise", "dataset")}  # fmt: skip
+            "image_size": int(opts.image_size), "channels": int(opts.channels),
+            "test_size": float(opts.test_size),
+            "normalise": opts.normalise}  # fmt: skip
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _build(folder: Path, cfg: DictConfig, listing: Listing, workers: int, rule: SplitRule):
-    size, channels = int(cfg.image_size), int(cfg.channels)
+def _build(folder: Path, opts: ImageFolderOptions, listing: Listing, workers: int, rule: SplitRule):
+    size, channels = int(opts.image_size), int(opts.channels)
     raw = open_memmap(
         folder / "raw.npy", "w+", np.uint8, (len(listing.paths), channels, size, size)
     )
@@ -70,7 +73,7 @@ def _build(folder: Path, cfg: DictConfig, listing: Listing, workers: int, rule: 
         count += xb.shape[0] * size * size
     mean = total / count
     std = np.sqrt(np.maximum((squares - count * mean**2) / max(count - 1, 1), 0)).clip(1e-6)
-    fixed = fixed_stats(cfg)
+    fixed = fixed_stats(opts.normalise)
     if fixed is not None:  # normalise=imagenet: the statistics pretrained weights expect
         mean, std = np.asarray(fixed[0]), np.asarray(fixed[1])
     for name, rows in (("train", train_rows), ("test", test_rows)):
@@ -91,19 +94,24 @@ def _build(folder: Path, cfg: DictConfig, listing: Listing, workers: int, rule: 
 
 
 def load_or_build(
-    cfg: DictConfig, listing: Listing, cache_dir: Path, workers: int, rule: SplitRule, augment
+    opts: ImageFolderOptions,
+    listing: Listing,
+    cache_dir: Path,
+    workers: int,
+    rule: SplitRule,
+    augment,
 ) -> ImageDataset:
     """The folder as an ImageDataset whose tensors are memory-mapped files under cache_dir."""
-    final = Path(cache_dir) / "datasets" / f"imagefolder-{store_key(cfg, listing)}"
+    final = Path(cache_dir) / "datasets" / f"imagefolder-{store_key(opts, listing)}"
     if not (final / "meta.json").is_file():
         what = "the on-disk image store"
         building = temp_folder(final.parent, f".{final.name}.", what)
         # float32 train + test tensors, and the uint8 decoded images while it is built
-        size = decoded_bytes(cfg, listing) * 5 // 4
+        size = decoded_bytes(opts, listing) * 5 // 4
         try:
             log.info("building the on-disk image store %s", final)
             try:
-                _build(building, cfg, listing, workers, rule)
+                _build(building, opts, listing, workers, rule)
                 os.rename(building, final)
             except OSError as exc:
                 if not (final / "meta.json").is_file():  # else: another process finished first

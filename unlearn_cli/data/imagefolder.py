@@ -14,14 +14,17 @@ import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from omegaconf import DictConfig
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
 from unlearn_cli.console import progress_bar
 from unlearn_cli.errors import UserError
+
+if TYPE_CHECKING:  # the schema lives with the builders, which import this module
+    from unlearn_cli.data.builders import ImageFolderOptions
 
 log = logging.getLogger(__name__)
 
@@ -132,11 +135,11 @@ class Listing:
         return digest.hexdigest()[:16]
 
 
-def list_folder(cfg: DictConfig) -> Listing:
+def list_folder(opts: ImageFolderOptions) -> Listing:
     """Check the root and list its images; no image is opened yet."""
-    if cfg.root is None:
+    if opts.root is None:
         raise UserError("dataset=imagefolder needs dataset.root=<folder of class folders>")
-    root = Path(str(cfg.root)).expanduser()
+    root = Path(str(opts.root)).expanduser()
     if not root.is_dir():
         raise UserError(f"dataset.root: no such folder {root}")
     parts = [root / "train", root / "test"]
@@ -151,9 +154,9 @@ def list_folder(cfg: DictConfig) -> Listing:
     return Listing(root, paths, np.asarray(labels), classes, None)
 
 
-def load_folder(cfg: DictConfig, listing: Listing, workers: int):
+def load_folder(opts: ImageFolderOptions, listing: Listing, workers: int):
     """Decode every image into memory: images, labels, sample ids, kept file indices."""
-    pairs = list(decoded_images(listing.paths, int(cfg.image_size), int(cfg.channels), workers))
+    pairs = list(decoded_images(listing.paths, int(opts.image_size), int(opts.channels), workers))
     kept = [i for i, _ in pairs]
     images = np.stack([arr for _, arr in pairs])
     return images, listing.labels[kept], listing.ids(kept), kept

@@ -1,24 +1,30 @@
-"""The forget spec of a run's config (forget_class / forget_fraction / forget_indices_file)."""
+"""The forget spec of a run (forget_class / forget_fraction / forget_indices_file)."""
 
 from __future__ import annotations
 
-from omegaconf import DictConfig, OmegaConf
+from typing import TYPE_CHECKING
 
 from unlearn_cli.data.dataset import ImageDataset
 from unlearn_cli.data.forget_list import read_forget_list
 from unlearn_cli.data.split import ForgetSplit, forget_tag, make_split
 
-
-def forget_tag_of(cfg: DictConfig) -> str:
-    return forget_tag(cfg.forget_class, cfg.forget_fraction, cfg.dataset.default_forget_class,
-                      cfg.forget_indices_file, cfg.forget_within)  # fmt: skip
+if TYPE_CHECKING:  # validate.py imports the dataset builders of this package
+    from unlearn_cli.validate import RunConfig
 
 
-def split_from_config(data: ImageDataset, cfg: DictConfig) -> ForgetSplit:
-    ids = None if cfg.forget_indices_file is None else read_forget_list(cfg.forget_indices_file)
+def forget_tag_of(config: RunConfig) -> str:
+    run = config.run
+    return forget_tag(run.forget_class, run.forget_fraction,
+                      config.dataset.options.default_forget_class, run.forget_indices_file,
+                      run.forget_within)  # fmt: skip
+
+
+def split_from_config(data: ImageDataset, config: RunConfig) -> ForgetSplit:
+    run = config.run
+    ids = None if run.forget_indices_file is None else read_forget_list(run.forget_indices_file)
     return make_split(
-        data, cfg.forget_class, cfg.forget_fraction, cfg.dataset.default_forget_class, cfg.seed,
-        forget_ids=ids, within_class=cfg.forget_within, list_name=forget_tag_of(cfg),
-        validation_fraction=cfg.validation_fraction,
-        given_original=OmegaConf.select(cfg, "original.checkpoint") is not None,
+        data, run.forget_class, run.forget_fraction, config.dataset.options.default_forget_class,
+        run.seed, forget_ids=ids, within_class=run.forget_within, list_name=forget_tag_of(config),
+        validation_fraction=run.validation_fraction,
+        given_original=run.original.checkpoint is not None,
     )  # fmt: skip

@@ -8,30 +8,33 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import torch
-from omegaconf import DictConfig
 
 from unlearn_cli.data.dataset import ImageDataset
 from unlearn_cli.errors import UserError
 
+if TYPE_CHECKING:  # the schema lives with the builders, which import this module
+    from unlearn_cli.data.builders import TabularOptions
+
 BUNDLED = ("breast_cancer", "wine", "iris")
 
 
-def load_table(cfg: DictConfig) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+def load_table(name: str, opts: TabularOptions) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
     """Features (n, d) float32, labels (n,) int64 and class names."""
-    if cfg.name in BUNDLED:
+    if name in BUNDLED:
         import sklearn.datasets
 
-        bunch = getattr(sklearn.datasets, f"load_{cfg.name}")()
+        bunch = getattr(sklearn.datasets, f"load_{name}")()
         return (
             bunch.data.astype(np.float32),
             bunch.target.astype(np.int64),
             tuple(str(c) for c in bunch.target_names),
         )
-    return load_csv(Path(str(cfg.path)), str(cfg.label_column))
+    return load_csv(Path(str(opts.path)), str(opts.label_column))
 
 
 def load_csv(path: Path, label_column: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
@@ -58,19 +61,21 @@ def load_csv(path: Path, label_column: str) -> tuple[np.ndarray, np.ndarray, tup
     return features.to_numpy(np.float32), labels.astype(np.int64), tuple(classes)
 
 
-def tabular_dataset(cfg: DictConfig, train_idx, test_idx, x, y, classes) -> ImageDataset:
+def tabular_dataset(
+    name: str, opts: TabularOptions, train_idx, test_idx, x, y, classes
+) -> ImageDataset:
     x_train, x_test = x[train_idx], x[test_idx]
     mean, std = x_train.mean(axis=0), x_train.std(axis=0) + 1e-6
     to_rows = lambda a: torch.as_tensor((a - mean) / std).reshape(len(a), 1, 1, -1)  # noqa: E731
     return ImageDataset(
-        name=str(cfg.name),
+        name=name,
         classes=classes,
         x_train=to_rows(x_train).contiguous(),
         y_train=torch.as_tensor(y[train_idx]),
         x_test=to_rows(x_test).contiguous(),
         y_test=torch.as_tensor(y[test_idx]),
         train_ids=tuple(int(i) for i in train_idx),
-        fingerprint=file_sha256(Path(str(cfg.path))) if cfg.name == "csv" else "",
+        fingerprint=file_sha256(Path(str(opts.path))) if name == "csv" else "",
     )
 
 

@@ -59,10 +59,10 @@ import itertools
 import logging
 import random
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
 from torch import nn
 
 from unlearn_cli.cache import ModelCache, model_key
@@ -73,6 +73,9 @@ from unlearn_cli.inference import predict_logits
 from unlearn_cli.models import build_model
 from unlearn_cli.training import train_classifier
 
+if TYPE_CHECKING:  # the typed config: read here, never built
+    from unlearn_cli.validate import RunConfig
+
 log = logging.getLogger(__name__)
 
 
@@ -82,20 +85,20 @@ def shadow_membership(n_train: int, shadows: int, seed: int) -> np.ndarray:
     return np.stack([rng.permutation(n_train) < n_train // 2 for _ in range(shadows)])
 
 
-def shadow_models(cfg: DictConfig, split: ForgetSplit, device: torch.device):
+def shadow_models(config: RunConfig, split: ForgetSplit, device: torch.device):
     """The K shadow models (cached) and which training rows each trained on."""
-    data, lira = split.data, cfg.evaluation.lira
+    data, lira = split.data, config.evaluation.options.lira
     members = shadow_membership(data.num_train, lira.shadow_models, lira.seed)
     members[:, split.validation_idx] = False  # held out from every model, shadows included
     shadows = []
     for k, chosen in enumerate(members):
         key = {"validation": split.validation_fingerprint(), "shadow": k, "shadows_seed": lira.seed}
-        shadows.append(trained_shadow(cfg, split, device, "shadow", key, np.flatnonzero(chosen),
+        shadows.append(trained_shadow(config, split, device, "shadow", key, np.flatnonzero(chosen),
                                       lira.seed + k, f"shadow {k + 1}/{len(members)}"))  # fmt: skip
     return shadows, members
 
 
-def trained_shadow(cfg: DictConfig, split: ForgetSplit, device: torch.device, kind: str,
+def trained_shadow(config: RunConfig, split: ForgetSplit, device: torch.device, kind: str,
                    key: dict, rows: np.ndarray, seed: int, label: str) -> nn.Module:  # fmt: skip
     """A model of the run's architecture trained on training `rows` with `seed` (initialisation
     and batch order), from the model cache under `kind` and `key` plus the dataset, the model
@@ -103,17 +106,18 @@ def trained_shadow(cfg: DictConfig, split: ForgetSplit, device: torch.device, ki
     data = split.data
 
     def fresh() -> nn.Module:
-        return build_model(cfg.model, data.input_shape, data.num_classes, seed)
+        return build_model(config.model, data.input_shape, data.num_classes, seed)
 
     def train(staging: Path) -> nn.Module:
         model = fresh()
-        train_classifier(model, data.x_train, data.y_train, cfg.model.train, device, seed, label,
-                         rows=rows, feed=data.feed, checkpoint=staging / "shadow.ckpt")  # fmt: skip
+        train_classifier(model, data.x_train, data.y_train, config.model.options.train, device,
+                         seed, label, rows=rows, feed=data.feed,
+                         checkpoint=staging / "shadow.ckpt")  # fmt: skip
         return model
 
-    key = {"dataset": dataset_key(cfg.dataset, data), "model": model_key(cfg.model), **key,
+    key = {"dataset": dataset_key(config.dataset, data), "model": model_key(config.model), **key,
            "device_type": device.type}  # fmt: skip
-    return ModelCache(cfg.cache_dir).get_or_train(kind, key, fresh, train).model.to(device)
+    return ModelCache(config.run.cache_dir).get_or_train(kind, key, fresh, train).model.to(device)
 
 
 def phi_of(model: nn.Module, split: ForgetSplit, device, batch_size: int) -> np.ndarray:
@@ -121,10 +125,10 @@ def phi_of(model: nn.Module, split: ForgetSplit, device, batch_size: int) -> np.
     return logit_scaled_confidence(predict_logits(model, fx, device, batch_size), fy)
 
 
-def shadow_phis(cfg: DictConfig, split: ForgetSplit, device: torch.device) -> tuple:
+def shadow_phis(config: RunConfig, split: ForgetSplit, device: torch.device) -> tuple:
     """phi of every forget sample under every shadow model, and which shadows trained on it."""
-    shadows, members = shadow_models(cfg, split, device)
-    size = cfg.evaluation.batch_size
+    shadows, members = shadow_models(config, split, device)
+    size = config.evaluation.options.batch_size
     phis = np.stack([phi_of(s, split, device, size) for s in shadows])
     return phis, members[:, split.forget_idx]
 
@@ -151,11 +155,11 @@ def looks_in_mask(phi: np.ndarray, shadow_phi: np.ndarray, trained_on: np.ndarra
     return log_in > log_out, usable
 
 
-def add_lira(rows: dict, models: dict, split: ForgetSplit, cfg: DictConfig, device) -> None:
+def add_lira(rows: dict, models: dict, split: ForgetSplit, config: RunConfig, device) -> None:
     """Add `lira_member` to every model's row."""
-    shadow_phi, trained_on = shadow_phis(cfg, split, device)
+    shadow_phi, trained_on = shadow_phis(config, split, device)
     for role, model in models.items():
-        phi = phi_of(model, split, device, cfg.evaluation.batch_size)
+        phi = phi_of(model, split, device, config.evaluation.options.batch_size)
         rows[role]["lira_member"] = lira_member_pct(phi, shadow_phi, trained_on)
     log.info(
         "LiRA with %d shadow models: %s",
@@ -169,36 +173,43 @@ def rows_fingerprint(rows: np.ndarray) -> str:
     return hashlib.sha256(np.sort(rows).astype(np.int64).tobytes()).hexdigest()[:16]
 
 
-def pair_seeds(cfg: DictConfig) -> list[int]:
+def pair_seeds(config: RunConfig) -> list[int]:
     """s_k of every U-LiRA pair: the K integers from `lira.seed` up, skipping the run's seed and
-    the noise floor's (cfg.seed + 1), whose models are the ones scored."""
-    lira, taken = cfg.evaluation.lira, {cfg.seed, cfg.seed + 1}
+    the noise floor's (seed + 1), whose models are the ones scored."""
+    lira, taken = config.evaluation.options.lira, {config.run.seed, config.run.seed + 1}
     free = (s for s in itertools.count(lira.seed) if s not in taken)
     return list(itertools.islice(free, lira.shadow_models))
 
 
-def ulira_pair(cfg: DictConfig, split: ForgetSplit, device, seed: int, label: str,
-               method_name: str, method_opts, train_cfg) -> tuple[nn.Module, ...]:  # fmt: skip
-    """One pair: (trained like the run's original, then the method removes the forget set;
-    trained from scratch on the retain set), both with `seed`."""
+def ulira_pair(
+    config: RunConfig, split: ForgetSplit, device, seed: int, label: str
+) -> tuple[nn.Module, ...]:
+    """One pair: (trained like the run's original, then the run's method, with the options it
+    ran with, removes the forget set; trained from scratch on the retain set), both with
+    `seed`."""
     from unlearn_cli.methods import UnlearnContext, run_method
 
     def shadow(kind: str, rows: np.ndarray, what: str) -> nn.Module:
         key = {"rows": rows_fingerprint(rows), "seed": seed}
-        return trained_shadow(cfg, split, device, kind, key, rows, seed, f"U-LiRA {what} {label}")
+        return trained_shadow(
+            config, split, device, kind, key, rows, seed, f"U-LiRA {what} {label}"
+        )
 
     retrained = shadow("ulira_retrain", split.retain_idx, "retrain")
+    method_name = config.method.name
     if method_name == "retrain":  # the run's retrain result is its retrained reference too
         return retrained, retrained
     original = shadow("ulira_original", split.trainable_idx, "original")
 
     def fresh() -> nn.Module:
-        return build_model(cfg.model, split.data.input_shape, split.data.num_classes, seed)
+        return build_model(config.model, split.data.input_shape, split.data.num_classes, seed)
 
-    ctx = UnlearnContext(train_cfg, device, seed, fresh, cfg.evaluation.batch_size)
+    ctx = UnlearnContext(
+        config.model.options.train, device, seed, fresh, config.evaluation.options.batch_size
+    )
     seed_globals(seed)  # methods that draw from the global generators repeat across runs
-    unlearned = run_method(method_name, copy.deepcopy(original), split, ctx, method_opts)
-    if not finite_on_forget(unlearned, split, device, cfg.evaluation.batch_size):
+    unlearned = run_method(method_name, copy.deepcopy(original), split, ctx, config.method.options)
+    if not finite_on_forget(unlearned, split, device, config.evaluation.options.batch_size):
         log.warning("U-LiRA: %s left shadow %s non-finite; keeping its original's weights",
                     method_name, label)  # fmt: skip
         unlearned = original
@@ -219,16 +230,15 @@ def finite_on_forget(model: nn.Module, split: ForgetSplit, device, batch_size: i
     return bool(np.isfinite(phi_of(model, split, device, batch_size)).all())
 
 
-def ulira_phis(cfg: DictConfig, split: ForgetSplit, device, method_name: str, method_opts,
-               train_cfg) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+def ulira_phis(config: RunConfig, split: ForgetSplit, device) -> tuple[np.ndarray, np.ndarray]:
     """phi of every forget sample under the K "unlearned" and the K "retrained" shadows."""
-    seeds, sides = pair_seeds(cfg), ([], [])
+    seeds, sides = pair_seeds(config), ([], [])
     for k, seed in enumerate(seeds):
         label = f"{k + 1}/{len(seeds)}"
-        pair = ulira_pair(cfg, split, device, seed, label, method_name, method_opts, train_cfg)
+        pair = ulira_pair(config, split, device, seed, label)
         for side, model in zip(sides, pair, strict=True):
-            side.append(phi_of(model, split, device, cfg.evaluation.batch_size))
-        log.info("U-LiRA: pair %s done (%s)", label, method_name)
+            side.append(phi_of(model, split, device, config.evaluation.options.batch_size))
+        log.info("U-LiRA: pair %s done (%s)", label, config.method.name)
     return np.stack(sides[0]), np.stack(sides[1])
 
 
@@ -240,14 +250,13 @@ def looks_unlearned(phi: np.ndarray, phi_a: np.ndarray, phi_b: np.ndarray):
     return looks_in_mask(phi, np.concatenate([phi_a, phi_b]), side_a)
 
 
-def add_ulira(rows: dict, models: dict, split: ForgetSplit, cfg: DictConfig, device,
-              method_name: str, method_opts, train_cfg) -> dict:  # fmt: skip
+def add_ulira(rows: dict, models: dict, split: ForgetSplit, config: RunConfig, device) -> dict:
     """U-LiRA (see the module docstring): adds `ulira_member` to every row; returns
     {"ulira_acc": ..., "ulira_shadows": K} for metrics.json."""
-    phi_a, phi_b = ulira_phis(cfg, split, device, method_name, method_opts, train_cfg)
+    phi_a, phi_b = ulira_phis(config, split, device)
     looks = {}
     for role, model in models.items():
-        phi = phi_of(model, split, device, cfg.evaluation.batch_size)
+        phi = phi_of(model, split, device, config.evaluation.options.batch_size)
         looks[role], usable = looks_unlearned(phi, phi_a, phi_b)
         rows[role]["ulira_member"] = (100.0 * float(np.mean(looks[role][usable]))
                                       if usable.any() else float("nan"))  # fmt: skip

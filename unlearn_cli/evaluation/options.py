@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from unlearn_cli.errors import UserError
-from unlearn_cli.options import Count, Natural, Options, Range, opt, parse
+from unlearn_cli.options import Count, Natural, Options, Range, opt
+from unlearn_cli.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -44,18 +46,25 @@ class EvaluationOptions(Options):
     )
 
 
-# Each evaluation preset and whether it trains shadow models.
-PRESETS = {"default": False, "lira": True, "ulira": True}
+def no_rules(opts: EvaluationOptions) -> None:
+    """evaluation=default: its schema says everything."""
 
 
-def evaluation_options(node) -> EvaluationOptions:
-    opts = parse(EvaluationOptions, node, "evaluation")
-    name = node["name"]
-    if name not in PRESETS:
-        raise UserError(f"unknown evaluation '{name}'; choose one of {', '.join(PRESETS)}")
-    if PRESETS[name] and opts.lira is None:
+def needs_shadow_settings(opts: EvaluationOptions, name: str = "lira") -> None:
+    if opts.lira is None:
         raise UserError(f"evaluation={name} needs its evaluation.lira settings")
-    if name == "ulira" and opts.reference == "none":
+
+
+def needs_a_retrained_reference(opts: EvaluationOptions) -> None:
+    needs_shadow_settings(opts, "ulira")
+    if opts.reference == "none":
         raise UserError("evaluation=ulira tells the unlearned model from the retrained one; it "
                         "needs evaluation.reference=retrain (or use evaluation=lira)")  # fmt: skip
-    return opts
+
+
+# Each evaluation preset (configs/evaluation/<name>.yaml), registered with its schema; the item
+# is the preset's own rule across keys.
+EVALUATIONS: Registry[Callable[[EvaluationOptions], None]] = Registry("evaluation")
+EVALUATIONS.register("default", EvaluationOptions)(no_rules)
+EVALUATIONS.register("lira", EvaluationOptions)(needs_shadow_settings)
+EVALUATIONS.register("ulira", EvaluationOptions)(needs_a_retrained_reference)

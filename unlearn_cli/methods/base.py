@@ -8,9 +8,7 @@ any work starts.
 
 from __future__ import annotations
 
-import inspect
 import logging
-import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +21,7 @@ from unlearn_cli.cost import Cost
 from unlearn_cli.data.split import ForgetSplit
 from unlearn_cli.inference import accuracy, predict_logits
 from unlearn_cli.options import Options, memorised_defaults, parse, targets_defaults
-from unlearn_cli.registry import Registry
+from unlearn_cli.registry import Choice, Registry
 from unlearn_cli.training import train_options
 
 
@@ -72,11 +70,7 @@ WHAT = {"class": "whole classes", "samples": "samples"}
 
 def options_type(name: str) -> type[Options]:
     """The option schema of method `name`: the annotation of its `opts` parameter."""
-    method = inspect.unwrap(METHODS.get(name))
-    hints = typing.get_type_hints(method)
-    if "opts" not in hints:
-        raise TypeError(f"method {name} has no annotated `opts` parameter")
-    return hints["opts"]
+    return METHODS.schema(name)
 
 
 def method_options(node, targets: str | None = None) -> Options:
@@ -101,18 +95,23 @@ def run_method(
     return METHODS.get(name)(model, split, ctx, resolved)
 
 
-def log_method_defaults(node, opts: Options, targets: str) -> None:
+def left_auto(method: Choice, fields) -> list[str]:
+    """The `fields` the run's method options leave to their per-scenario defaults (`auto`)."""
+    written = method.as_written or method.options
+    return [k for k in fields if getattr(written, k) == "auto"]
+
+
+def log_method_defaults(method: Choice, targets: str) -> None:
     """Say which per-scenario defaults a run uses, and warn when the method is documented as
     unsuited to what it forgets (no setting beat doing nothing on the tuning seeds)."""
-    chosen = [
-        f"{k}={getattr(opts, k)}" for k in targets_defaults(type(opts)) if node.get(k) == "auto"
-    ]
+    opts = method.options
+    chosen = [f"{k}={getattr(opts, k)}" for k in left_auto(method, targets_defaults(type(opts)))]
     if chosen:
         log.info("%s defaults for forgetting %s: %s (tuned on the seeds of docs/benchmark.md)",
-                 node["name"], WHAT[targets], ", ".join(chosen))  # fmt: skip
+                 method.name, WHAT[targets], ", ".join(chosen))  # fmt: skip
     reason = type(opts).unsuited.get(targets)
     if reason:
-        log.warning("%s is not suited to forgetting %s: %s", node["name"], WHAT[targets], reason)
+        log.warning("%s is not suited to forgetting %s: %s", method.name, WHAT[targets], reason)
 
 
 # An original "memorises" when it fits (nearly) every training sample it was given and fewer of
@@ -154,14 +153,17 @@ def note_memorised_original(
             "original_memorises": memorises}  # fmt: skip
 
 
-def memorised_options(node, opts: Options) -> Options:
-    """`opts` with the memorising-original defaults of the fields the config node leaves `auto`
+def memorised_options(method: Choice) -> Options:
+    """The method's options with the memorising-original defaults of the fields it leaves `auto`
     (`by_targets(..., memorised=)`), for a run that forgets samples from an original that
-    memorises; `opts` itself when none applies."""
-    fields = [k for k in memorised_defaults(type(opts)) if node.get(k) == "auto"]
+    memorises; its options themselves when none applies."""
+    opts = method.options
+    fields = left_auto(method, memorised_defaults(type(opts)))
     if not fields:
         return opts
-    resolved = parse(type(opts), node, "method", targets="samples", memorised=True)
+    resolved = (method.as_written or opts).for_targets("samples", memorised=True)
+    if not resolved.has_auto():
+        resolved.check("method")
     log.info("%s defaults for forgetting samples from an original that memorises: %s",
-             node["name"], ", ".join(f"{k}={getattr(resolved, k)}" for k in fields))  # fmt: skip
+             method.name, ", ".join(f"{k}={getattr(resolved, k)}" for k in fields))  # fmt: skip
     return resolved

@@ -7,16 +7,14 @@ on the last layer (influence's last_layer solver, class-row zeroing) find it as 
 from __future__ import annotations
 
 import dataclasses
-import inspect
-import typing
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from unlearn_cli.options import Count, Options, opt, parse
-from unlearn_cli.registry import Registry
+from unlearn_cli.registry import Choice, Registry
 from unlearn_cli.training import TrainOptions
 
 InputShape = tuple[int, int, int]
@@ -106,13 +104,19 @@ MODELS: Registry[ModelBuilder] = Registry("model")
 
 def model_options_type(name: str) -> type[ModelOptions]:
     """The option schema of model `name`: the annotation of its builder's `opts` parameter."""
-    return typing.get_type_hints(inspect.unwrap(MODELS.get(name)))["opts"]
+    return MODELS.schema(name)
 
 
-def model_options(node) -> ModelOptions:
-    if isinstance(node, ModelOptions):
+def model_choice(node: Choice[ModelOptions] | Mapping) -> Choice[ModelOptions]:
+    """A model pick as typed options: a `Choice`, or a plain `model` node (a checkpoint's
+    metadata, an exported program's source) parsed against its schema."""
+    if isinstance(node, Choice):
         return node
-    return parse(model_options_type(node["name"]), node, "model")
+    return Choice(str(node["name"]), parse(model_options_type(node["name"]), node, "model"))
+
+
+def model_options(node: Choice[ModelOptions] | Mapping) -> ModelOptions:
+    return model_choice(node).options
 
 
 def conv_block(c_in: int, c_out: int) -> list[nn.Module]:
@@ -163,24 +167,19 @@ def resnet18(opts: ResNet18Options, shape: InputShape, num_classes: int) -> Clas
 
 
 def build_model(
-    cfg, shape: InputShape, num_classes: int, seed: int, pretrained: bool = True
+    spec: Choice[ModelOptions] | Mapping,
+    shape: InputShape,
+    num_classes: int,
+    seed: int,
+    pretrained: bool = True,
 ) -> Classifier:
-    """A freshly initialised model of the `model` node `cfg` (or its typed options); the same
-    seed gives the same initial weights. `pretrained=False` skips `model.weights` (for a build
-    whose weights a checkpoint replaces anyway)."""
-    node_name = cfg["name"] if not isinstance(cfg, ModelOptions) else None
-    opts = model_options(cfg)
+    """A freshly initialised model of the run's model pick `spec` (or a plain `model` node);
+    the same seed gives the same initial weights. `pretrained=False` skips `model.weights`
+    (for a build whose weights a checkpoint replaces anyway)."""
+    choice = model_choice(spec)
+    opts = choice.options
     if not pretrained and getattr(opts, "weights", None) is not None:
         opts = dataclasses.replace(opts, weights=None)
-    builder = MODELS.get(node_name) if node_name else MODELS.get(model_name(opts))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return builder(opts, shape, num_classes)
-
-
-def model_name(opts: ModelOptions) -> str:
-    """The registry name of typed model options."""
-    for name in MODELS.names():
-        if model_options_type(name) is type(opts):
-            return name
-    raise KeyError(type(opts).__name__)
+        return MODELS.get(choice.name)(opts, shape, num_classes)

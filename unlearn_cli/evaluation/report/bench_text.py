@@ -9,12 +9,14 @@ class-wise (`forget_class=elephant`) and random (`forget_fraction=0.1`); two var
 training set (`animal_mnist`) and an original that memorises 2,000 images
 (`animal_mnist[train_limit=2000]`, `variant=memorise`). Each cell is mean ± sample std over the
 seeds. Methods run with their per-scenario defaults; a method documented as unsuited to a
-scenario (README) is still listed there, for the record. Metrics are percentages
+scenario (docs/methods.md) is still listed there, for the record; `damaged` marks rows whose
+mean RA or TA fell more than 5 points below retrain's. Metrics are percentages
 except `mia_auc` (0-1), `time_s` (wall seconds of the unlearning step alone; for retrain, its
 training) and `speedup` (retrain time_s / method time_s). `avg_gap` is the mean of |m - m_retrain|
 over UA, RA, TA and MIA: lower is better, retrain is 0 by definition. `val_gap`, the tuning
 objective, is the same mean with the validation split's accuracy and MIA in place of TA and
-MIA: defaults are chosen on it (docs/benchmark.md names those still from earlier avg_gap picks).
+MIA: defaults are chosen on it, with the utility rule (docs/benchmark.md says which sweeps
+were re-run with it).
 `mia_attack_acc` is the
 MIA attack's accuracy on its own retain-vs-test fit set: near 50 it separates nothing, and MIA
 then says only on which side of an arbitrary boundary the forget set fell (0 and 100 alike).
@@ -35,8 +37,8 @@ gradient ascent 4.12, influence unlearning 4.06, random labels 7.15, SalUn 1.15 
 passes over the retain set, lr 0.01, batch 256, no clipping, eval mode): the baseline that paper
 says to beat; `negative_gradient` is our NG+-style method with defaults tuned here. `msg` and
 `conv_transpose` are the two methods that paper ranks best.
-Each scenario's "Inside the model" table holds the penultimate-layer evidence (README, "What
-the representation figures can and cannot show"): linear-probe and 5-NN accuracy on the
+Each scenario's "Inside the model" table holds the penultimate-layer evidence (docs/metrics.md,
+"What the representation figures can and cannot show"): linear-probe and 5-NN accuracy on the
 forgotten class and on all classes (class forgetting), linear CKA to the retrained model's
 features on the forget set and the test images, and `forgotten_in`, which says whether a
 method that forgot the class in its outputs also forgot it in its features.

@@ -1,0 +1,27 @@
+"""The OmegaConf resolvers the YAML configs use, registered once on import.
+
+`${forget_tag:...}` names run folders by what they forget; `${registered_methods:}` is every
+registered method, for `sweep=bench`. Importing `unlearn_cli.cli` (or this module) registers
+them. A raw-config edge module: resolvers are OmegaConf's.
+"""
+
+from __future__ import annotations
+
+from omegaconf import OmegaConf
+
+from unlearn_cli.data.split import forget_tag
+
+
+def registered_methods() -> str:
+    """Every registered method, comma-separated: `sweep=bench` sweeps over them all."""
+    from unlearn_cli.methods import METHODS  # every method module: only when a sweep asks
+
+    return ",".join(METHODS.names())
+
+
+def register() -> None:
+    OmegaConf.register_new_resolver("forget_tag", forget_tag, replace=True)
+    OmegaConf.register_new_resolver("registered_methods", registered_methods, replace=True)
+
+
+register()
