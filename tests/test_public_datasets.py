@@ -106,6 +106,7 @@ def test_offline_download_is_a_clear_error(make_cfg, tmp_path, monkeypatch):
         def __init__(self, *args, **kwargs):
             raise URLError("no network")
 
-    cfg = make_cfg("dataset=cifar100", f"dataset.root={tmp_path}")
+    cfg = make_cfg("dataset=cifar100", f"dataset.root={tmp_path}", "dataset.download=true")
+    dataset = validate_config(cfg).dataset
     with pytest.raises(UserError, match="could not download cifar100 .*cifar-100-python"):
-        public_module.fetch(Offline, tmp_path, cfg.dataset, present=False)
+        public_module.fetch(Offline, tmp_path, dataset.name, dataset.options, present=False)

@@ -48,9 +48,8 @@ def test_disk_store_holds_the_same_images_as_memory(make_cfg, tmp_path, monkeypa
 def test_auto_storage_goes_to_disk_above_the_memory_limit(make_cfg, tmp_path, make_folder):
     root = make_folder(tmp_path / "animals", broken=False)
     small = load_dataset(validate_config(folder_cfg(make_cfg, root, "auto")).dataset, tmp_path)
-    big = load_dataset(
-        folder_cfg(make_cfg, root, "auto", "dataset.memory_limit_mb=0.001").dataset, tmp_path
-    )
+    big_cfg = folder_cfg(make_cfg, root, "auto", "dataset.memory_limit_mb=0.001")
+    big = load_dataset(validate_config(big_cfg).dataset, tmp_path)
     assert not small.feed.stream and big.feed.stream
 
 

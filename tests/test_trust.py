@@ -148,7 +148,9 @@ def test_the_caption_gives_a_methods_cost_ratio_in_plain_words(make_cfg, tmp_pat
     retraining's counted cost, said in the caption with the run's own cost_ratio."""
     cfg = make_cfg(*TINY, "method=finetune", "method.retain_epochs=2", "forget_fraction=0.2",
                    "evaluation.noise_floor=true")  # fmt: skip
-    ratio = run_experiment(cfg, tmp_path / "run")["models"]["unlearned"]["cost_ratio"]
+    ratio = run_experiment(validate_config(cfg), tmp_path / "run")["models"]["unlearned"][
+        "cost_ratio"
+    ]
     assert ratio == pytest.approx(5.0)
     caption = " ".join(capsys.readouterr().out.split())
     assert "at 1/5 of retraining's cost (cost_ratio 5.00)" in caption
