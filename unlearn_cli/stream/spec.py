@@ -1,0 +1,126 @@
+"""The `stream` node's schema (configs/stream/*.yaml): an ordered list of deletion requests.
+
+A step takes the forget specs a single run takes (`forget_class`, `forget_fraction` with
+`forget_within`, `forget_indices_file`), exactly one of them. The steps come from the preset's
+YAML, from the command line (`stream.steps=[...]`) or from a file (`stream.file=steps.yaml` or
+`steps.csv`), read and checked here, before any data is loaded.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+
+from unlearn_cli.errors import UserError, first_line
+from unlearn_cli.options import Options, Range, opt, parse
+from unlearn_cli.registry import Registry
+
+ClassSpec = str | int | list[str | int] | None
+Fraction = Annotated[float, Range(gt=0, lt=1)]
+SPECS = ("forget_class", "forget_fraction", "forget_indices_file")
+
+
+@dataclass(frozen=True)
+class RequestStep(Options):
+    """One deletion request of a stream."""
+
+    forget_class: ClassSpec = opt(None, "a class name, an index, or a list of them")
+    forget_fraction: Fraction | None = opt(
+        None,
+        "a random share of the training set, drawn from the samples no earlier step forgot "
+        "(so random steps are disjoint)",
+    )
+    forget_indices_file: str | None = opt(None, "a file of sample ids, as forget_indices_file")
+    forget_within: str | int | None = opt(None, "with forget_fraction: the share of this class")
+
+    @property
+    def targets(self) -> str:
+        """`class` or `samples`, as RunOptions.targets: it picks the method's defaults."""
+        return "class" if self.forget_fraction is None and self.forget_indices_file is None \
+            else "samples"  # fmt: skip
+
+    def check(self, where: str) -> None:
+        given = [k for k in SPECS if getattr(self, k) is not None]
+        if not given:
+            raise UserError(f"{where} is empty: give one of {', '.join(SPECS)}")
+        if len(given) > 1:
+            raise UserError(f"{where}: give only one of {', '.join(SPECS)} (got "
+                            f"{' and '.join(given)})")  # fmt: skip
+        if self.forget_within is not None and self.forget_fraction is None:
+            raise UserError(f"{where}: forget_within restricts forget_fraction; give both")
+
+
+@dataclass(frozen=True)
+class StreamOptions(Options):
+    steps: list[RequestStep] = opt([], "the deletion requests, in order")
+    file: str | None = opt(None, "a YAML or CSV file of steps (instead of `steps`)")
+
+    @property
+    def active(self) -> bool:
+        return bool(self.steps)
+
+    def check(self, where: str) -> None:
+        if self.file is not None and self.steps:
+            raise UserError(f"{where}: give steps or a file of steps, not both")
+
+    def with_file_steps(self, where: str) -> StreamOptions:
+        """These options with the steps of `file` read in (itself when there is no file)."""
+        if self.file is None:
+            return self
+        rows = read_steps_file(Path(self.file).expanduser())
+        steps = [parse(RequestStep, row, f"{where}.file step {k}", skip=())
+                 for k, row in enumerate(rows, 1)]  # fmt: skip
+        if not steps:
+            raise UserError(f"{where}.file {self.file} holds no steps")
+        return dataclasses.replace(self, steps=steps)
+
+
+def read_steps_file(path: Path) -> list[dict[str, Any]]:
+    """A YAML list of steps (or a mapping with `steps:`), or a CSV with a header naming the
+    step keys, one row a step and empty cells for the keys a step leaves out."""
+    if not path.is_file():
+        raise UserError(f"stream.file: no such file {path}")
+    try:
+        text = path.read_text(encoding="utf-8")
+        if path.suffix.lower() == ".csv":
+            return [csv_step(row) for row in csv.DictReader(text.splitlines())]
+        loaded = yaml.safe_load(text)
+    except (UnicodeDecodeError, csv.Error, yaml.YAMLError) as exc:
+        raise UserError(f"cannot read stream.file {path}: {first_line(exc)}") from None
+    if isinstance(loaded, dict) and set(loaded) == {"steps"}:
+        loaded = loaded["steps"]
+    if not isinstance(loaded, list) or not all(isinstance(s, dict) for s in loaded):
+        raise UserError(f"stream.file {path} must hold a list of steps (mappings such as "
+                        "{forget_class: cat})")  # fmt: skip
+    return loaded
+
+
+def csv_step(row: dict[str, str | None]) -> dict[str, Any]:
+    step: dict[str, Any] = {}
+    for key, cell in row.items():
+        text = (cell or "").strip()
+        if key is None or not text:
+            continue
+        step[key.strip()] = float(text) if key.strip() == "forget_fraction" and is_float(text) \
+            else text  # fmt: skip
+    return step
+
+
+def is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+# Each stream preset (configs/stream/<name>.yaml) shares the schema; the item says what it is.
+STREAMS: Registry[str] = Registry("stream")
+STREAMS.register("none", StreamOptions)("no stream: one request (forget_* options)")
+STREAMS.register("random4", StreamOptions)("4 disjoint requests of 2.5% of the training set")
+STREAMS.register("classes3", StreamOptions)("3 classes (indices 0, 1, 2), one per request")
