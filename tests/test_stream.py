@@ -252,3 +252,14 @@ def test_a_killed_stream_resumes_after_its_last_finished_step(
     }  # NaN written as null on both sides
     assert figures(written["again"]) == figures(written["whole"])
     assert again["status"] == whole["status"] == "completed"
+
+
+def test_the_step_plot_is_written(tmp_path):
+    from unlearn_cli.evaluation.plots import stream_steps_plot
+
+    records = [{"step": k, "models": {"original": {"avg_gap": 5.0 - k},
+                                      "unlearned": {"avg_gap": 1.0, "UA_earlier": 90.0 + k},
+                                      "retrain": {"avg_gap": 0.0, "UA_earlier": 95.0}}}
+               for k in (1, 2, 3)]  # fmt: skip
+    path = stream_steps_plot(records, tmp_path / "plots" / "s.png", {})
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -28,12 +28,13 @@ from unlearn_cli.data.spec import forget_tag_of
 from unlearn_cli.device import resolve_device, resolve_threads
 from unlearn_cli.errors import UserError
 from unlearn_cli.evaluation.evaluate import evaluate_models
+from unlearn_cli.evaluation.plots import stream_steps_plot
 from unlearn_cli.evaluation.tables import rich_table, write_csv
 from unlearn_cli.methods import log_method_defaults, memorised_options, note_memorised_original
 from unlearn_cli.models.checkpoint import load_checkpoint, read_metadata, save_checkpoint
 from unlearn_cli.record import RunRecord
 from unlearn_cli.registry import Choice
-from unlearn_cli.run import check_before_training, write_outputs
+from unlearn_cli.run import check_before_training, role_labels, write_outputs
 from unlearn_cli.run_models import Workshop, the_original, unlearn_model
 from unlearn_cli.stream.plan import StreamPlan, plan_stream
 from unlearn_cli.unlearning import Unlearning, seed_everything
@@ -71,6 +72,9 @@ def run_stream(config: RunConfig, run_dir: Path | str) -> dict:
         records = [step_record(s) for s in steps]
         table = steps_frame(records)
         write_csv(table, run_dir / "steps.csv")
+        if config.evaluation.options.plots:
+            stream_steps_plot(records, run_dir / "plots" / "stream_steps.png",
+                              role_labels(config.method.name))  # fmt: skip
         out_console.print(
             rich_table(
                 table,
