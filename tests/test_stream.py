@@ -94,6 +94,13 @@ def test_a_method_that_does_nothing_keeps_the_earlier_requests_as_the_original_d
         s["models"]["retrain"]["cost_units"] for s in steps
     )
     assert (tmp_path / "run" / "steps.csv").is_file()
+    # unlearn report: one scenario a step, each against its own oracle
+    from unlearn_cli.evaluation.report import per_seed_rows
+
+    frame = per_seed_rows([tmp_path / "run" / "metrics.json"])
+    assert sorted(set(frame["scenario"])) == [
+        f"stream-random4, step {k}: random0.025" for k in (1, 2, 3, 4)
+    ]
 
 
 def test_steps_from_a_yaml_or_csv_file(make_cfg, tmp_path):

@@ -105,6 +105,18 @@ def role_rows(data: dict, base: dict, method_hash: str) -> Iterator[tuple[tuple,
         yield key, {**row, **{m: metrics.get(m) for m in aggregated()}}
 
 
+def scenarios(data: dict) -> Iterator[tuple[str, dict]]:
+    """(scenario label, the run's data as one scenario): a run is one; a stream is one per step,
+    `stream <name>, step k: <request>`, judged against that step's oracle (stream/run.py)."""
+    if "steps" not in data:
+        split = data["split"]
+        yield f"{split['scenario']}: {split['tag']}", data
+        return
+    for step in data["steps"]:
+        label = f"{data['config']['forget']}, step {step['step']}: {step['request']['tag']}"
+        yield label, {**data, "models": step["models"]}
+
+
 def per_seed_rows(files: list[Path]) -> pd.DataFrame:
     """One row per (scenario, seed, method configuration) from completed runs, plus references.
 
@@ -118,26 +130,23 @@ def per_seed_rows(files: list[Path]) -> pd.DataFrame:
         data = completed_run(file)
         if data is None:
             continue
-        cfg, split = data["config"], data["split"]
-        base = {
-            "dataset": cfg["dataset"],
-            "model": model_label(data),
-            "seed": cfg["seed"],
-            "scenario": f"{split['scenario']}: {split['tag']}",
-        }
-        if cfg.get("reference") == "none":  # judged without a retrained model: its own cell
-            base["scenario"] += " (no reference)"
+        cfg = data["config"]
         method_hash = method_hash_of(cfg)
-        cell = (base["dataset"], base["model"], base["scenario"])
-        run_key = (*cell, base["seed"], cfg["method"], method_hash)
-        if run_key in seen:
-            what = "configuration" if method_hash else "method (its options not recorded)"
-            log.warning("skipping %s: same %s and seed as %s", file, what, seen[run_key])
-            continue
-        seen[run_key] = file
-        options.setdefault((*cell, cfg["method"], method_hash), cfg.get("method_options"))
-        for key, row in role_rows(data, base, method_hash):
-            rows.setdefault(key, row)
+        for scenario, judged in scenarios(data):
+            base = {"dataset": cfg["dataset"], "model": model_label(data), "seed": cfg["seed"],
+                    "scenario": scenario}  # fmt: skip
+            if cfg.get("reference") == "none":  # judged without a retrained model: its own cell
+                base["scenario"] += " (no reference)"
+            cell = (base["dataset"], base["model"], base["scenario"])
+            run_key = (*cell, base["seed"], cfg["method"], method_hash)
+            if run_key in seen:
+                what = "configuration" if method_hash else "method (its options not recorded)"
+                log.warning("skipping %s: same %s and seed as %s", file, what, seen[run_key])
+                continue
+            seen[run_key] = file
+            options.setdefault((*cell, cfg["method"], method_hash), cfg.get("method_options"))
+            for key, row in role_rows(judged, base, method_hash):
+                rows.setdefault(key, row)
     frame = pd.DataFrame.from_records(list(rows.values()))
     return label_configurations(frame, options)
 
