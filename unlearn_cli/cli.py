@@ -3,6 +3,8 @@
 Also the Hydra job entry (`hydra_run`): the raw-config edge where Hydra's composed config becomes
 the job's one `RunConfig` (or, for a config that does not validate, the plain summary its failed
 record keeps). The override pre-checks live in overrides.py, the YAML's resolvers in resolvers.py.
+One concept, the command line (dispatch, the job entry and the subcommands' argument parsing),
+which is why it is a little over the ~350 lines of a module.
 """
 
 from __future__ import annotations
