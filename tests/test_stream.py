@@ -220,7 +220,8 @@ def test_a_killed_stream_resumes_after_its_last_finished_step(
 ):
     import unlearn_cli.stream.run as stream_run
 
-    cfg = make_cfg(*TINY, "stream=random4", "method=finetune")
+    three = "stream.steps=[{forget_fraction: 0.05},{forget_fraction: 0.05},{forget_fraction: 0.05}]"
+    cfg = make_cfg(*TINY, three, "method=finetune")
     whole = run_stream(validate_config(cfg), tmp_path / "whole")
     calls = {"n": 0}
     if kill_at == "between steps":
@@ -252,7 +253,7 @@ def test_a_killed_stream_resumes_after_its_last_finished_step(
     monkeypatch.setattr(stream_run, "unlearn_model",
                         lambda *a, **kw: ran.append(1) or real(*a, **kw))  # fmt: skip
     again = run_stream(validate_config(cfg), tmp_path / "again")
-    assert len(ran) == 2  # steps 3 and 4 only
+    assert len(ran) == 1  # step 3 only
     written = {
         name: json.loads((tmp_path / name / "metrics.json").read_text())["steps"]
         for name in ("whole", "again")
