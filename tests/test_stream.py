@@ -125,6 +125,7 @@ BAD = [
      "together forget the whole training set"),
     (["stream=random4", "forget_class=class1"], "stream=random4 gives its own requests"),
     (["stream.file=nowhere.yaml"], "stream.file: no such file"),
+    (["stream=random4", "evaluation=lira"], "evaluation=lira is not run on streams"),
     (["stream.steps=[{forget_fraction: 2}]"], "stream.steps.forget_fraction must be"),
     (["stream.steps=[{forget_class: class0, forget_fraction: 0.1}]"], "give only one of"),
 ]  # fmt: skip

@@ -129,6 +129,11 @@ def validate_config(cfg: Mapping) -> RunConfig:
         if given:
             raise UserError(f"stream={config.stream.name} gives its own requests; drop "
                             f"{' and '.join(given)} (or put them in a step)")  # fmt: skip
+        if config.evaluation.options.lira is not None:
+            raise UserError(
+                f"evaluation={config.evaluation.name} is not run on streams yet "
+                "(its shadow models forget one request); use evaluation=default"
+            )
     check_writable(Path(run.cache_dir), "cache_dir", read_only_ok=True)
     return config
 
