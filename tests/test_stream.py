@@ -21,8 +21,9 @@ from unlearn_cli.validate import validate_config
 def plan_of(make_cfg, *overrides):
     config = validate_config(make_cfg(*TINY, *overrides))
     data = load_dataset(config.dataset, config.run.cache_dir)
-    steps = config.stream.options.steps
-    return plan_stream(data, steps, config.run.seed, config.run.validation_fraction)
+    stream = config.stream.options
+    return plan_stream(data, stream.steps, config.run.seed, config.run.validation_fraction,
+                       stream.pool)  # fmt: skip
 
 
 def test_random_steps_are_disjoint_and_each_oracle_lacks_every_request_so_far(make_cfg):
@@ -272,3 +273,58 @@ def test_the_step_plot_is_written(tmp_path):
                for k in (1, 2, 3)]  # fmt: skip
     path = stream_steps_plot(records, tmp_path / "plots" / "s.png", {})
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+LEARNING = ["stream.pool=0.2",
+            "stream.steps=[{forget_fraction: 0.05},{learn: 0.1},{forget_fraction: 0.05}]"]  # fmt: skip
+
+
+def test_learn_steps_take_in_pool_data_that_later_oracles_see(make_cfg, tmp_path, monkeypatch):
+    """The original never sees the pool; after a learn step the oracle trains on the learned
+    rows too, and never on a forgotten or still unseen one."""
+    import unlearn_cli.methods.retrain as retrain_module
+    import unlearn_cli.stream.run as stream_run
+
+    plan = plan_of(make_cfg, *LEARNING)
+    learned = plan.requests[1].learn_idx
+    assert len(learned) and set(learned) <= set(plan.pool_idx)
+    assert not np.intersect1d(plan.original_split().trainable_idx, plan.pool_idx).size
+    trained: list[np.ndarray] = []
+    real = retrain_module.train_classifier
+
+    def spy(*args, rows=None, **kwargs):
+        trained.append(np.asarray(rows))
+        return real(*args, rows=rows, **kwargs)
+
+    monkeypatch.setattr(retrain_module, "train_classifier", spy)
+    learning_rows: list[np.ndarray] = []
+    real_learn = stream_run.train_classifier
+    monkeypatch.setattr(stream_run, "train_classifier",
+                        lambda *a, rows=None, **kw: learning_rows.append(rows) or
+                        real_learn(*a, rows=rows, **kw))  # fmt: skip
+    data = run_stream(validate_config(make_cfg(*TINY, *LEARNING, "method=retrain")),
+                      tmp_path / "run")  # fmt: skip
+    assert [np.array_equal(r, learned) for r in learning_rows] == [True]
+    first, last = trained  # one oracle a request
+    gone = np.concatenate([r.forget_idx for r in plan.requests])
+    unseen = np.setdiff1d(plan.pool_idx, learned)
+    assert not np.intersect1d(first, plan.pool_idx).size
+    assert set(np.setdiff1d(learned, gone)) <= set(last)  # learned, and not forgotten since
+    assert not np.intersect1d(last, np.union1d(gone, unseen)).size
+    assert [s["request"].get("learn", False) for s in data["steps"]] == [False, True, False]
+    assert data["steps"][2]["models"]["unlearned"]["avg_gap"] == 0.0
+
+
+BAD_LEARNING = [
+    (["stream.steps=[{learn: 0.1},{forget_fraction: 0.1}]"], "no data is held out to learn"),
+    (["stream.pool=0.1", "stream.steps=[{forget_fraction: 0.1},{learn: 0.1}]"],
+     "the last step is a learn step"),
+    (["stream.pool=0.05", "stream.steps=[{learn: 0.1},{forget_fraction: 0.1}]"],
+     "learn=0.1 asks for"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("overrides,message", BAD_LEARNING)
+def test_bad_learn_steps_are_refused(run_cli, overrides, message):
+    result = run_cli("run", *TINY, *overrides)
+    assert result.returncode == 2 and message in result.stderr.strip().splitlines()[-1]

@@ -21,6 +21,7 @@ from unlearn_cli.cache import CachedModel, ModelCache, cache_key, model_key
 from unlearn_cli.cost import Cost, attach_counter
 from unlearn_cli.data import ForgetSplit, ImageDataset
 from unlearn_cli.data.builders import dataset_key
+from unlearn_cli.fingerprint import short_hash
 from unlearn_cli.methods import (
     UnlearnContext,
     memorised_options,
@@ -142,6 +143,8 @@ class Workshop:
             "device_type": device.type,
             "validation": split.validation_fingerprint(),
         }
+        if len(split.unseen_idx):  # a stream's pool: rows no model here has seen yet
+            self.base_key["unseen"] = short_hash(sorted(split.unseen_idx.tolist()))
 
     def fresh(self, seed: int | None = None) -> nn.Module:
         data, seed = self.split.data, self.config.run.seed if seed is None else seed

@@ -115,7 +115,7 @@ def validate_config(cfg: Mapping) -> RunConfig:
     run = parse(RunOptions, {k: v for k, v in cfg.items() if k not in NODES}, "", skip=())
     stream = choose("stream", cfg.get("stream") or {"name": "none"})
     # A stream's method takes each step's defaults (stream/run.py); its first step's here.
-    targets = stream.options.steps[0].targets if stream.options.active else run.targets
+    targets = stream.options.targets if stream.options.active else run.targets
     config = RunConfig(
         run=run,
         dataset=choose("dataset", cfg["dataset"]),

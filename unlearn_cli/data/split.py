@@ -45,6 +45,9 @@ class ForgetSplit:
     # this request's alone), and UA_earlier measures whether it re-learnt the rows.
     earlier_idx: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
     forgotten_before: tuple[int, ...] = ()
+    # A stream with learn steps: training rows held out of the original and not learned yet.
+    # The model never saw them; they are in neither forget nor retain.
+    unseen_idx: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
 
     @property
     def scenario(self) -> str:
@@ -113,7 +116,10 @@ class ForgetSplit:
         """`fingerprint` of every removed row: the key of the model retrained without them (a
         single request's is its `fingerprint`; a stream's step k shares it with a single run
         that forgets requests 1..k at once)."""
-        return hashlib.sha256(self.removed_idx.tobytes()).hexdigest()[:16]
+        digest = hashlib.sha256(self.removed_idx.tobytes())
+        if len(self.unseen_idx):  # what the model never saw shapes its retraining too
+            digest.update(b"unseen" + np.sort(self.unseen_idx).astype(np.int64).tobytes())
+        return digest.hexdigest()[:16]
 
     def validation_fingerprint(self) -> str:
         """A short hash of the held-out validation rows (they shape every model: cache keys)."""

@@ -31,6 +31,8 @@ def forgotten_record(split: ForgetSplit) -> dict:
         "num_train": int(data.num_train),
         "ids": [str(data.ids()[i]) for i in split.removed_idx],
         "classes": [data.classes[c] for c in classes],
+        # a stream's pool rows the model never learned: not forgotten, never seen
+        "never_seen": [str(data.ids()[i]) for i in split.unseen_idx],
     }
 
 
@@ -46,10 +48,16 @@ def with_history(split: ForgetSplit, history: dict | None) -> ForgetSplit:
                         f"{data.name} ({data.num_train})")  # fmt: skip
     try:
         earlier = positions_of(data, history["ids"])
+        never = positions_of(data, history["never_seen"]) if history.get("never_seen") else \
+            np.empty(0, dtype=np.int64)  # fmt: skip
         classes = tuple(sorted(resolve_class(c, data.classes) for c in history["classes"]))
     except UserError as exc:
         raise UserError(f"{where}'s record of what it forgot: {exc}") from None
     again = np.intersect1d(split.forget_idx, earlier)
+    unseen = np.intersect1d(split.forget_idx, never)
+    if len(unseen):
+        raise UserError(f"{len(unseen)} id(s) of this request were never seen by "
+                        f"{where} (held out of it, never learned)")  # fmt: skip
     forget = np.setdiff1d(split.forget_idx, earlier)
     if not len(forget):
         raise UserError(f"{where} already forgot every sample of this request")
@@ -63,8 +71,9 @@ def with_history(split: ForgetSplit, history: dict | None) -> ForgetSplit:
     return dataclasses.replace(
         split,
         forget_idx=forget,
-        retain_idx=np.setdiff1d(split.retain_idx, earlier),
+        retain_idx=np.setdiff1d(split.retain_idx, np.union1d(earlier, never)),
         validation_idx=np.setdiff1d(split.validation_idx, earlier),
         earlier_idx=earlier,
         forgotten_before=tuple(c for c in classes if c not in split.forget_classes),
+        unseen_idx=never,
     )

@@ -11,6 +11,7 @@ the per-step rows and the cost so far against k retrainings.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import shutil
@@ -30,6 +31,7 @@ from unlearn_cli.errors import UserError
 from unlearn_cli.evaluation.evaluate import evaluate_models
 from unlearn_cli.evaluation.plots import stream_steps_plot
 from unlearn_cli.evaluation.tables import rich_table, write_csv
+from unlearn_cli.inference import accuracy, predict_logits
 from unlearn_cli.methods import log_method_defaults, memorised_options, note_memorised_original
 from unlearn_cli.models.checkpoint import load_checkpoint, read_metadata, save_checkpoint
 from unlearn_cli.record import RunRecord
@@ -37,6 +39,7 @@ from unlearn_cli.registry import Choice
 from unlearn_cli.run import check_before_training, role_labels, write_outputs
 from unlearn_cli.run_models import Workshop, the_original, unlearn_model
 from unlearn_cli.stream.plan import StreamPlan, plan_stream
+from unlearn_cli.training import train_classifier
 from unlearn_cli.unlearning import Unlearning, seed_everything
 from unlearn_cli.validate import RunConfig
 
@@ -54,7 +57,8 @@ def run_stream(config: RunConfig, run_dir: Path | str) -> dict:
     torch.set_num_threads(resolve_threads(run.threads))
     seed_everything(run.seed)
     data = load_dataset(config.dataset, run.cache_dir)
-    plan = plan_stream(data, config.stream.options.steps, run.seed, run.validation_fraction)
+    stream = config.stream.options
+    plan = plan_stream(data, stream.steps, run.seed, run.validation_fraction, stream.pool)
     given = check_before_training(config, data)
     if given is not None and given.history and given.history.get("ids"):
         raise UserError("original.checkpoint already forgot earlier requests; a stream on it "
@@ -67,7 +71,7 @@ def run_stream(config: RunConfig, run_dir: Path | str) -> dict:
              ", ".join(r.tag for r in plan.requests), device)  # fmt: skip
     with record.failures_recorded():
         steps = run_steps(config, plan, device, given, record)
-        last = steps[-1]
+        last = steps[-1]  # a request: a stream ends with one (StreamOptions.check)
         write_outputs(run_dir, last["model"], last["rows"], config, last["split"])
         records = [step_record(s) for s in steps]
         table = steps_frame(records)
@@ -98,8 +102,8 @@ class StepStore:
         config = workshop.config
         key = {**workshop.base_key, "method": config.method.plain(),
                "evaluation": config.evaluation.plain(), "original": given and given.sha256,
-               "requests": [plan.step_split(k).removed_fingerprint()
-                            for k in range(1, len(plan.requests) + 1)]}  # fmt: skip
+               "learn_epochs": config.stream.options.learn_epochs,
+               "steps": [plan.state_key(k) for k in range(1, len(plan.requests) + 1)]}  # fmt: skip
         self.folder = workshop.cache.staging_dir(f"stream-{config.method.name}-{cache_key(key)}")
 
     def path(self, k: int) -> Path:
@@ -127,7 +131,7 @@ def run_steps(config: RunConfig, plan: StreamPlan, device: torch.device, given,
               record: RunRecord) -> list[dict]:  # fmt: skip
     """Every step in order; each step's record is written as soon as it is done."""
     evaluation = config.evaluation.options
-    start = Workshop(config, plan.step_split(1), device)
+    start = Workshop(config, plan.original_split(), device)
     original, _ = the_original(start, given)
     original = original.to(device)
     memorises = original_memorises(config, plan, original, device)
@@ -136,8 +140,9 @@ def run_steps(config: RunConfig, plan: StreamPlan, device: torch.device, given,
     spent = {"method": Cost(), "retrain": Cost()}
     done_steps: list[dict] = []
     for k in range(1, len(plan.requests) + 1):
-        split = plan.step_split(k)
-        method = step_method(config.method, split.targets, memorises)
+        request = plan.requests[k - 1]
+        split = None if request.is_learn else plan.step_split(k)
+        method = None if split is None else step_method(config.method, split.targets, memorises)
         candidate = start.fresh().to(device)
         saved = store.load(k, candidate)
         if saved is not None:  # a killed run of this stream finished it
@@ -145,16 +150,27 @@ def run_steps(config: RunConfig, plan: StreamPlan, device: torch.device, given,
                      len(plan.requests), store.folder)  # fmt: skip
             model = candidate
             spent = {role: Cost(**saved["spent"][role]) for role in spent}
-            step = {
-                "step": k,
-                "split": split,
-                "rows": with_nan(saved["rows"]),
-                "model": model,
-                "method_metrics": saved["method_metrics"],
-                "spent": dict(spent),
-                "method": method,
-            }
-            done_steps.append(step)
+            done_steps.append({"step": k, "tag": request.tag, "split": split,
+                               "rows": with_nan(saved["rows"]), "model": model,
+                               "method_metrics": saved["method_metrics"], "spent": dict(spent),
+                               "method": method, "learned": saved.get("learned")})  # fmt: skip
+            continue
+        if split is None:  # new data arrives: the model trains on it
+            model, learned = learn_step(config, plan, k, model, device)
+            done_steps.append({"step": k, "tag": request.tag, "split": None, "rows": {},
+                               "model": model, "method_metrics": {}, "spent": dict(spent),
+                               "method": None, "learned": learned})  # fmt: skip
+            record.update(steps=[step_record(s) for s in done_steps])
+            store.save(
+                k,
+                model,
+                {
+                    "rows": {},
+                    "method_metrics": {},
+                    "learned": learned,
+                    "spent": {r: cost_fields(c) for r, c in spent.items()},
+                },
+            )
             continue
         log.info("step %d of %d: forget %s (%d samples), retain %d", k, len(plan.requests),
                  split.tag, len(split.forget_idx), len(split.retain_idx))  # fmt: skip
@@ -166,7 +182,7 @@ def run_steps(config: RunConfig, plan: StreamPlan, device: torch.device, given,
         else:
             stepped = dataclasses.replace(config, method=method)
             before = {"original": given and given.sha256, "stream_before":
-                      plan.step_split(k - 1).removed_fingerprint() if k > 1 else None}  # fmt: skip
+                      plan.state_key(k - 1) if k > 1 else None}  # fmt: skip
             done, ctx = unlearn_model(Workshop(stepped, split, device), model, split,
                                       method.options, before)  # fmt: skip
             metrics = ctx.metrics
@@ -186,15 +202,9 @@ def run_steps(config: RunConfig, plan: StreamPlan, device: torch.device, given,
         models = {r: models[r] for r in order if r in models}
         rows, _, _ = evaluate_models(models, seconds, split, device, evaluation, config.run.seed,
                                      counts)  # fmt: skip
-        step = {
-            "step": k,
-            "split": split,
-            "rows": rows,
-            "model": done.model,
-            "method_metrics": metrics,
-            "spent": dict(spent),
-            "method": method,
-        }
+        step = {"step": k, "tag": request.tag, "split": split, "rows": rows,
+                "model": done.model, "method_metrics": metrics, "spent": dict(spent),
+                "method": method, "learned": None}  # fmt: skip
         done_steps.append(step)
         record.update(steps=[step_record(s) for s in done_steps])
         store.save(
@@ -227,6 +237,8 @@ def original_memorises(config: RunConfig, plan: StreamPlan, original: nn.Module,
     """Whether the original memorises its training data, judged on the first samples step as a
     single run judges it (only samples take other defaults for it)."""
     for k in range(1, len(plan.requests) + 1):
+        if plan.requests[k - 1].is_learn:
+            continue
         split = plan.step_split(k)
         if split.targets == "samples":
             found = note_memorised_original(
@@ -239,6 +251,27 @@ def original_memorises(config: RunConfig, plan: StreamPlan, original: nn.Module,
             )
             return bool(found.get("original_memorises"))
     return False
+
+
+def learn_step(config: RunConfig, plan: StreamPlan, k: int, model: nn.Module,
+               device: torch.device) -> tuple[nn.Module, dict]:  # fmt: skip
+    """Step k's new data taken in: the model trains on it for `stream.learn_epochs` passes with
+    the original's training recipe (model.train). Not unlearning: not in the method's cost."""
+    rows = plan.requests[k - 1].learn_idx
+    data = plan.data
+    learner = copy.deepcopy(model).to(device)
+    recipe = dataclasses.replace(config.model.options.train,
+                                 epochs=config.stream.options.learn_epochs)  # fmt: skip
+    result = train_classifier(learner, data.x_train, data.y_train, recipe, device,
+                              config.run.seed + k, f"learn step {k}", rows=rows,
+                              feed=data.feed)  # fmt: skip
+    x, y = data.x_train[torch.as_tensor(rows)], data.y_train[torch.as_tensor(rows)]
+    batch = config.evaluation.options.batch_size
+    learned_acc = accuracy(predict_logits(learner, x, device, batch), y)
+    log.info("step %d of %d: learned %d new samples (accuracy on them %.2f%%)", k,
+             len(plan.requests), len(rows), learned_acc)  # fmt: skip
+    return learner, {"num_learned": int(len(rows)), "learned_acc": learned_acc,
+                     "seconds": result.seconds}  # fmt: skip
 
 
 def step_method(method: Choice, targets: str, memorises: bool) -> Choice:
@@ -257,11 +290,11 @@ def step_method(method: Choice, targets: str, memorises: bool) -> Choice:
 
 def log_step(step: dict) -> None:
     after = step["rows"]["unlearned"]
-    log.info("step %d: UA %.2f, UA_earlier %s, RA %.2f, avg_gap %s, cost so far 1/%s of %d "
-             "retrainings", step["step"], after["UA"],
+    log.info("step %d: UA %.2f, UA_earlier %s, RA %.2f, avg_gap %s, cost so far 1/%s of the "
+             "oracles' retrainings", step["step"], after["UA"],
              f"{after['UA_earlier']:.2f}" if "UA_earlier" in after else "-", after["RA"],
              f"{after['avg_gap']:.2f}" if "avg_gap" in after else "-",
-             f"{cumulative_ratio(step['spent']):.1f}", step["step"])  # fmt: skip
+             f"{cumulative_ratio(step['spent']):.1f}")  # fmt: skip
 
 
 def cumulative_ratio(spent: dict[str, Cost]) -> float:
@@ -273,14 +306,19 @@ def cumulative_ratio(spent: dict[str, Cost]) -> float:
 def step_record(step: dict) -> dict:
     """A step as metrics.json keeps it: the request, every model's figures, the method's own
     figures and the cost so far."""
-    split: ForgetSplit = step["split"]
+    split: ForgetSplit | None = step["split"]
     spent = step["spent"]
+    method = step["method"]
+    if split is None:  # a learn step
+        request = {"tag": step["tag"], "learn": True, **step["learned"]}
+    else:
+        request = split.describe()
     return {
         "step": step["step"],
-        "request": split.describe(),
+        "request": request,
         "models": step["rows"],
         "method_metrics": step["method_metrics"],
-        "method_options": dataclasses.asdict(step["method"].options),
+        "method_options": None if method is None else dataclasses.asdict(method.options),
         "cumulative": {
             "method_cost_units": spent["method"].units,
             "retrain_cost_units": spent["retrain"].units,
@@ -293,7 +331,7 @@ def steps_frame(records: list[dict]) -> pd.DataFrame:
     """The per-step table: the unlearned model's figures at each step and the cost so far."""
     rows = []
     for rec in records:
-        after = rec["models"]["unlearned"]
+        after = rec["models"].get("unlearned", {})  # a learn step has no unlearned model
         row = {"step": rec["step"], "request": rec["request"]["tag"]}
         row.update({c: after.get(c, float("nan")) for c in STEP_COLUMNS if c != "cost_ratio"})
         row["cost_ratio"] = rec["cumulative"]["cost_ratio"]

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import yaml
 
 from unlearn_cli.errors import UserError, first_line
-from unlearn_cli.options import Options, Range, opt, parse
+from unlearn_cli.options import Count, Options, Range, opt, parse
 from unlearn_cli.registry import Registry
 
 ClassSpec = str | int | list[str | int] | None
@@ -32,11 +32,20 @@ class RequestStep(Options):
     forget_class: ClassSpec = opt(None, "a class name, an index, or a list of them")
     forget_fraction: Fraction | None = opt(
         None,
-        "a random share of the training set, drawn from the samples no earlier step forgot "
-        "(so random steps are disjoint)",
+        "a random share of the training data the model has been given (the original's, plus "
+        "any learned), drawn from the samples no earlier step forgot: random steps are disjoint",
     )
     forget_indices_file: str | None = opt(None, "a file of sample ids, as forget_indices_file")
     forget_within: str | int | None = opt(None, "with forget_fraction: the share of this class")
+    learn: Fraction | None = opt(
+        None,
+        "a learn step instead of a request: this share of the training set arrives from the "
+        "pool (stream.pool) and the model trains on it",
+    )
+
+    @property
+    def is_learn(self) -> bool:
+        return self.learn is not None
 
     @property
     def targets(self) -> str:
@@ -45,11 +54,12 @@ class RequestStep(Options):
             else "samples"  # fmt: skip
 
     def check(self, where: str) -> None:
-        given = [k for k in SPECS if getattr(self, k) is not None]
+        keys = (*SPECS, "learn")
+        given = [k for k in keys if getattr(self, k) is not None]
         if not given:
-            raise UserError(f"{where} is empty: give one of {', '.join(SPECS)}")
+            raise UserError(f"{where} is empty: give one of {', '.join(keys)}")
         if len(given) > 1:
-            raise UserError(f"{where}: give only one of {', '.join(SPECS)} (got "
+            raise UserError(f"{where}: give only one of {', '.join(keys)} (got "
                             f"{' and '.join(given)})")  # fmt: skip
         if self.forget_within is not None and self.forget_fraction is None:
             raise UserError(f"{where}: forget_within restricts forget_fraction; give both")
@@ -59,14 +69,37 @@ class RequestStep(Options):
 class StreamOptions(Options):
     steps: list[RequestStep] = opt([], "the deletion requests, in order")
     file: str | None = opt(None, "a YAML or CSV file of steps (instead of `steps`)")
+    pool: Fraction | None = opt(
+        None,
+        "share of the training set held out of the original: the new data learn steps take in",
+    )
+    learn_epochs: Count = opt(
+        2, "a learn step's passes over its new data, with the original's training recipe"
+    )
 
     @property
     def active(self) -> bool:
         return bool(self.steps)
 
+    @property
+    def targets(self) -> str:
+        """What the first request forgets (validate.py resolves the method's defaults with it)."""
+        requests = [s for s in self.steps if not s.is_learn]
+        return requests[0].targets if requests else "class"
+
     def check(self, where: str) -> None:
         if self.file is not None and self.steps:
             raise UserError(f"{where}: give steps or a file of steps, not both")
+        self.check_learning(where)
+
+    def check_learning(self, where: str) -> None:
+        learning = [k for k, s in enumerate(self.steps, 1) if s.is_learn]
+        if learning and self.pool is None:
+            raise UserError(f"{where}: step {learning[0]} is a learn step but no data is held "
+                            f"out to learn: set {where}.pool (e.g. 0.1)")  # fmt: skip
+        if learning and learning[-1] == len(self.steps):
+            raise UserError(f"{where}: the last step is a learn step; a stream ends with a "
+                            "request (nothing after it would be judged)")  # fmt: skip
 
     def with_file_steps(self, where: str) -> StreamOptions:
         """These options with the steps of `file` read in (itself when there is no file)."""
@@ -77,7 +110,9 @@ class StreamOptions(Options):
                  for k, row in enumerate(rows, 1)]  # fmt: skip
         if not steps:
             raise UserError(f"{where}.file {self.file} holds no steps")
-        return dataclasses.replace(self, steps=steps)
+        with_steps = dataclasses.replace(self, steps=steps)
+        with_steps.check_learning(where)
+        return with_steps
 
 
 def read_steps_file(path: Path) -> list[dict[str, Any]]:

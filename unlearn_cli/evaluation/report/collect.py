@@ -113,6 +113,8 @@ def scenarios(data: dict) -> Iterator[tuple[str, dict]]:
         yield f"{split['scenario']}: {split['tag']}", data
         return
     for step in data["steps"]:
+        if not step["models"]:  # a learn step: nothing unlearned, nothing judged
+            continue
         label = f"{data['config']['forget']}, step {step['step']}: {step['request']['tag']}"
         yield label, {**data, "models": step["models"]}
 
