@@ -51,7 +51,8 @@ def test_a_class_stream_leaves_earlier_classes_out_of_the_test_view(make_cfg):
     assert set(step.forget_test[1].tolist()) == {2}
 
 
-def test_each_oracle_trains_on_exactly_the_retain_set_of_its_step(make_cfg, tmp_path, monkeypatch):
+def oracle_rows(monkeypatch) -> list[np.ndarray]:
+    """The rows every retraining (each step's oracle) trains on, in order, as they happen."""
     import unlearn_cli.methods.retrain as retrain_module
 
     trained: list[np.ndarray] = []
@@ -62,6 +63,11 @@ def test_each_oracle_trains_on_exactly_the_retain_set_of_its_step(make_cfg, tmp_
         return real(*args, rows=rows, **kwargs)
 
     monkeypatch.setattr(retrain_module, "train_classifier", spy)
+    return trained
+
+
+def test_each_oracle_trains_on_exactly_the_retain_set_of_its_step(make_cfg, tmp_path, monkeypatch):
+    trained = oracle_rows(monkeypatch)
     cfg = make_cfg(*TINY, "stream=random4", "method=retrain")
     data = run_stream(validate_config(cfg), tmp_path / "run")
     plan = plan_of(make_cfg, "stream=random4")
@@ -275,28 +281,22 @@ def test_the_step_plot_is_written(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-LEARNING = ["stream.pool=0.2",
-            "stream.steps=[{forget_fraction: 0.05},{learn: 0.1},{forget_fraction: 0.05}]"]  # fmt: skip
+LEARNING = [
+    "stream.pool=0.2",
+    "stream.steps=[{forget_fraction: 0.05},{learn: 0.1},{forget_fraction: 0.05}]",
+]
 
 
 def test_learn_steps_take_in_pool_data_that_later_oracles_see(make_cfg, tmp_path, monkeypatch):
     """The original never sees the pool; after a learn step the oracle trains on the learned
     rows too, and never on a forgotten or still unseen one."""
-    import unlearn_cli.methods.retrain as retrain_module
     import unlearn_cli.stream.run as stream_run
 
     plan = plan_of(make_cfg, *LEARNING)
     learned = plan.requests[1].learn_idx
     assert len(learned) and set(learned) <= set(plan.pool_idx)
     assert not np.intersect1d(plan.original_split().trainable_idx, plan.pool_idx).size
-    trained: list[np.ndarray] = []
-    real = retrain_module.train_classifier
-
-    def spy(*args, rows=None, **kwargs):
-        trained.append(np.asarray(rows))
-        return real(*args, rows=rows, **kwargs)
-
-    monkeypatch.setattr(retrain_module, "train_classifier", spy)
+    trained = oracle_rows(monkeypatch)
     learning_rows: list[np.ndarray] = []
     real_learn = stream_run.train_classifier
     monkeypatch.setattr(stream_run, "train_classifier",
