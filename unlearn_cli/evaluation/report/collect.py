@@ -53,10 +53,17 @@ def find_metrics(paths: Iterable[Path | str]) -> list[Path]:
     return found
 
 
+DIVERGED = "diverged"  # per seed 1.0 where the run's method diverged; the report counts them
+
+
 def completed_run(file: Path) -> dict | None:
-    """The run's metrics.json data, or None (with a warning) when it did not complete."""
+    """The run's metrics.json data, or None (with a warning) when it did not complete. A run
+    whose method diverged counts, with its figures (its unlearned model is the last good
+    weights): the report marks it `diverged`, as it is a result about the method."""
     data = json.loads(file.read_text(encoding="utf-8"))
     status = run_status(data)
+    if status == "diverged" and "unlearned" in data.get("models", {}):
+        return data
     if status != "completed":
         hint = ""
         if status == "killed":
@@ -101,7 +108,12 @@ def role_rows(data: dict, base: dict, method_hash: str) -> Iterator[tuple[tuple,
             continue  # retrain_other_seed is optional
         own_hash = method_hash if role == "unlearned" else ""
         key = (base["dataset"], base["model"], base["scenario"], base["seed"], name, own_hash)
-        row = {**base, "method": name, "method_hash": own_hash}
+        row = {
+            **base,
+            "method": name,
+            "method_hash": own_hash,
+            DIVERGED: float(role == "unlearned" and data.get("status") == "diverged"),
+        }
         yield key, {**row, **{m: metrics.get(m) for m in aggregated()}}
 
 
