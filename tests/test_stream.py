@@ -321,10 +321,13 @@ BAD_LEARNING = [
      "the last step is a learn step"),
     (["stream.pool=0.05", "stream.steps=[{learn: 0.1},{forget_fraction: 0.1}]"],
      "learn=0.1 asks for"),
+    (["stream.pool=0.1", "stream.steps=[{learn: 0.05},{forget_fraction: 0.1}]",
+      "original.checkpoint=model.safetensors"], "original.checkpoint was trained elsewhere"),
 ]  # fmt: skip
 
 
 @pytest.mark.parametrize("overrides,message", BAD_LEARNING)
-def test_bad_learn_steps_are_refused(run_cli, overrides, message):
+def test_bad_learn_steps_are_refused(run_cli, tmp_path, overrides, message):
+    (tmp_path / "model.safetensors").write_bytes(b"")  # refused before it is read
     result = run_cli("run", *TINY, *overrides)
     assert result.returncode == 2 and message in result.stderr.strip().splitlines()[-1]

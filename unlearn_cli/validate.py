@@ -129,6 +129,11 @@ def validate_config(cfg: Mapping) -> RunConfig:
         if given:
             raise UserError(f"stream={config.stream.name} gives its own requests; drop "
                             f"{' and '.join(given)} (or put them in a step)")  # fmt: skip
+        if stream.options.pool is not None and run.original.checkpoint is not None:
+            raise UserError(
+                "stream.pool holds data out of the original's training, but "
+                "original.checkpoint was trained elsewhere (on any sample)"
+            )
         if config.evaluation.options.lira is not None:
             raise UserError(
                 f"evaluation={config.evaluation.name} is not run on streams yet "
