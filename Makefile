@@ -35,9 +35,11 @@ lint: install
 
 # docs/benchmark.md: every method x {class-wise, random 10%} x 3 seeds, on the full training set
 # and on the memorising variant -> BENCHMARKS.md.
+# A sweep exits 1 when a job did not complete; ngplus, run as published, diverges on this
+# benchmark (docs/methods.md), and its rows say so: the report still follows.
 bench: install
-	$(BIN)/unlearn run -m sweep=bench $(ARGS)
-	$(BIN)/unlearn run -m sweep=bench_memorise $(ARGS)
+	$(BIN)/unlearn run -m sweep=bench $(ARGS) || echo "make bench: some jobs did not complete (the sweep summary names them)"
+	$(BIN)/unlearn run -m sweep=bench_memorise $(ARGS) || echo "make bench: some jobs did not complete (the sweep summary names them)"
 	$(BIN)/unlearn report --bench "$$(ls -td outputs/bench/*/ | head -n 1)" \
 		"$$(ls -td outputs/bench_memorise/*/ | head -n 1)" \
 		--markdown BENCHMARKS.md --csv benchmarks.csv

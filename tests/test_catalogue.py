@@ -110,6 +110,8 @@ def test_every_condition_names_a_real_option():
                 assert value in EVALUATIONS.names(), metric.name
             elif key == "method":
                 assert value in METHODS.names(), metric.name
+            elif key == "stream":  # the config group: measured in a stream's steps
+                assert not value, metric.name
             else:
                 assert key.removeprefix("evaluation.") in options, metric.name
 

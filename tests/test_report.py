@@ -63,6 +63,21 @@ def test_aggregate_mean_std_and_reference_rows(tmp_path):
     assert "## animal_mnist / cnn / class: elephant" in md
 
 
+def test_a_method_that_diverged_is_counted_and_marked(tmp_path):
+    """A diverged run is a result about the method (ngplus as published): its row is kept,
+    with the last good weights' figures, and says on how many seeds it diverged."""
+    for seed in (0, 1):
+        fake_run(tmp_path / f"{seed}_ng", "ngplus", seed, 1.0, status="diverged" if seed else
+                 "completed")  # fmt: skip
+        fake_run(tmp_path / f"{seed}_rt", "retrain", seed, 100.0)
+    table = report.aggregate(report.per_seed_rows(report.find_metrics([tmp_path])))
+    ng = table.set_index("method").loc["ngplus"]
+    assert ng["seeds"] == 2 and ng["diverged"] == 1
+    assert table.set_index("method").loc["retrain", "diverged"] == 0
+    md = report.to_markdown(table, "T")
+    assert "| ngplus | 1 of 2 |" in md and "diverged = on how many seeds" in md
+
+
 def test_report_errors(tmp_path):
     with pytest.raises(UserError, match="no such run"):
         report.find_metrics([tmp_path / "missing"])

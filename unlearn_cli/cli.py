@@ -3,6 +3,8 @@
 Also the Hydra job entry (`hydra_run`): the raw-config edge where Hydra's composed config becomes
 the job's one `RunConfig` (or, for a config that does not validate, the plain summary its failed
 record keeps). The override pre-checks live in overrides.py, the YAML's resolvers in resolvers.py.
+One concept, the command line (dispatch, the job entry and the subcommands' argument parsing),
+which is why it is a little over the ~350 lines of a module.
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ def job_config(cfg: DictConfig) -> RunConfig:
 @hydra.main(config_path="configs", config_name="config", version_base="1.3")
 def hydra_run(cfg: DictConfig) -> float:
     from unlearn_cli.run import run_experiment  # heavy imports only once Hydra has parsed argv
+    from unlearn_cli.stream.run import run_stream
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
@@ -78,7 +81,8 @@ def hydra_run(cfg: DictConfig) -> float:
     config = None
     try:
         config = job_config(cfg)
-        result = run_experiment(config, run_dir)
+        runner = run_stream if config.stream.options.active else run_experiment
+        result = runner(config, run_dir)
     except UserError as exc:
         if not multirun:
             discard_unstarted_run(run_dir)
@@ -146,7 +150,8 @@ def unvalidated_summary(cfg: DictConfig) -> dict:
     model = plain.get("model") or {}
     tag = forget_tag(plain.get("forget_class"), plain.get("forget_fraction"),
                      dataset.get("default_forget_class"), plain.get("forget_indices_file"),
-                     plain.get("forget_within"))  # fmt: skip
+                     plain.get("forget_within"), (plain.get("stream") or {}).get("name"),
+                     (plain.get("stream") or {}).get("file"))  # fmt: skip
     return {"dataset": str(dataset.get("name")), "model": str(model.get("name")),
             "method": method.get("name"), "forget": tag, "seed": plain.get("seed"),
             "device": str(plain.get("device")), "config_hash": short_hash(plain),

@@ -44,6 +44,11 @@ class Cost:
         return {"grad_samples": self.grad_samples, "forward_samples": self.forward_samples,
                 "cost_units": self.units}  # fmt: skip
 
+    def plus(self, other: Cost) -> Cost:
+        return Cost(self.grad_samples + other.grad_samples,
+                    self.forward_samples + other.forward_samples,
+                    self.resumed_seconds + other.resumed_seconds)  # fmt: skip
+
     def minus(self, other: Cost) -> Cost:
         return Cost(self.grad_samples - other.grad_samples,
                     self.forward_samples - other.forward_samples,

@@ -6,12 +6,14 @@ It records the host and process id of its run, so a run whose process died witho
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import logging
 import os
 import platform
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +22,7 @@ import torch
 import unlearn_cli
 from unlearn_cli.atomic import atomic_write_json
 from unlearn_cli.data.builders import LOADING_ONLY
-from unlearn_cli.errors import WriteFailed
+from unlearn_cli.errors import TrainingDiverged, WriteFailed
 from unlearn_cli.fingerprint import short_hash
 from unlearn_cli.options import Options
 from unlearn_cli.registry import Choice
@@ -172,6 +174,22 @@ class RunRecord:
             self.finish(status, **fields)
         except WriteFailed as exc:
             log.warning("could not record status %s: %s", status, exc)
+
+    @contextlib.contextmanager
+    def failures_recorded(self) -> Iterator[None]:
+        """Around a run's work: however it ends other than by `finish` (Ctrl-C, a kill or
+        submitit's requeue exit; a divergence; an error), the record says so, then it is raised."""
+        try:
+            yield
+        except (KeyboardInterrupt, SystemExit):
+            self.try_finish("interrupted")
+            raise
+        except TrainingDiverged as exc:
+            self.try_finish("diverged", error=str(exc))
+            raise
+        except Exception as exc:
+            self.try_finish("failed", error=f"{type(exc).__name__}: {exc}")
+            raise
 
     def write(self) -> None:
         atomic_write_json(self.path, self.data, "the run's metrics.json")

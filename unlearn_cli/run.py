@@ -16,10 +16,10 @@ import torch
 from torch import nn
 
 from unlearn_cli.console import out_console
-from unlearn_cli.data import ForgetSplit, load_dataset
+from unlearn_cli.data import ForgetSplit, ImageDataset, load_dataset
 from unlearn_cli.data.spec import forget_tag_of, split_from_config
 from unlearn_cli.device import resolve_device, resolve_threads
-from unlearn_cli.errors import TrainingDiverged, UserError, first_line
+from unlearn_cli.errors import UserError, first_line
 from unlearn_cli.evaluation.evaluate import evaluate_models, evidence_verdict
 from unlearn_cli.evaluation.lira import add_lira, add_ulira
 from unlearn_cli.evaluation.metrics import UTILITY_POINTS
@@ -29,6 +29,8 @@ from unlearn_cli.methods import METHODS, log_method_defaults, options_type
 from unlearn_cli.models import build_model, save_checkpoint
 from unlearn_cli.record import RunRecord
 from unlearn_cli.run_models import GivenOriginal, build_models, given_original
+from unlearn_cli.stream.history import KEY as HISTORY_KEY
+from unlearn_cli.stream.history import forgotten_record, with_history
 from unlearn_cli.unlearning import seed_everything
 from unlearn_cli.validate import RunConfig
 
@@ -46,13 +48,9 @@ def run_experiment(config: RunConfig, run_dir: Path | str) -> dict:
     seed_everything(run.seed)
     tag = forget_tag_of(config)
     data = load_dataset(config.dataset, run.cache_dir)
-    split = split_from_config(data, config)
-    # Options that depend on the architecture (e.g. influence's dense Hessian size), and a
-    # user's checkpoint, are checked before anything is trained.
-    probe = build_model(config.model, data.input_shape, data.num_classes, 0)
-    check_input_shape(probe, data.input_shape, config.model.name)
-    config.method.options.check_model(probe)
-    given = given_original(config, data)
+    given = check_before_training(config, data)
+    # A checkpoint that already forgot earlier requests carries them: they stay forgotten.
+    split = with_history(split_from_config(data, config), given and given.history)
     record = RunRecord(run_dir, config, tag)
     record.update(split=split.describe(), device=str(device))
     if given is not None:
@@ -60,7 +58,7 @@ def run_experiment(config: RunConfig, run_dir: Path | str) -> dict:
                                            "sha256": given.sha256})  # fmt: skip
     log_run(config, split, device)
     log_method_defaults(config.method, split.targets)
-    try:
+    with record.failures_recorded():
         built = build_models(config, split, device, given)
         models, method_metrics, ran_with = built.models, built.method_metrics, built.ran_with
         if ran_with is not config.method.options:  # memorising-original defaults replaced them
@@ -84,16 +82,16 @@ def run_experiment(config: RunConfig, run_dir: Path | str) -> dict:
             log.warning("%s diverged: the unlearned model is its last good weights; the result "
                         "is not trustworthy", config.method.name)  # fmt: skip
         record.finish(status, models=rows, method_metrics=method_metrics, **details)
-    except (KeyboardInterrupt, SystemExit):  # Ctrl-C, a kill, or submitit's requeue exit
-        record.try_finish("interrupted")
-        raise
-    except TrainingDiverged as exc:
-        record.try_finish("diverged", error=str(exc))
-        raise
-    except Exception as exc:
-        record.try_finish("failed", error=f"{type(exc).__name__}: {exc}")
-        raise
     return record.data
+
+
+def check_before_training(config: RunConfig, data: ImageDataset) -> GivenOriginal | None:
+    """Options that depend on the architecture (e.g. influence's dense Hessian size), and a
+    user's checkpoint, are checked before anything is trained; the user's original, if any."""
+    probe = build_model(config.model, data.input_shape, data.num_classes, 0)
+    check_input_shape(probe, data.input_shape, config.model.name)
+    config.method.options.check_model(probe)
+    return given_original(config, data)
 
 
 def log_run(config: RunConfig, split: ForgetSplit, device: torch.device) -> None:
@@ -202,6 +200,7 @@ def write_outputs(
             "input_shape": list(split.data.input_shape),
             "method": cfg.method.name,
             "forget": split.tag,
+            HISTORY_KEY: forgotten_record(split),  # what a next run on it must keep forgotten
             "normalisation": {
                 "mean": list(split.data.mean),
                 "std": list(split.data.std),

@@ -21,6 +21,7 @@ from unlearn_cli.cache import CachedModel, ModelCache, cache_key, model_key
 from unlearn_cli.cost import Cost, attach_counter
 from unlearn_cli.data import ForgetSplit, ImageDataset
 from unlearn_cli.data.builders import dataset_key
+from unlearn_cli.fingerprint import short_hash
 from unlearn_cli.methods import (
     UnlearnContext,
     memorised_options,
@@ -28,9 +29,11 @@ from unlearn_cli.methods import (
     run_method,
 )
 from unlearn_cli.models import build_model
+from unlearn_cli.models.checkpoint import read_metadata
 from unlearn_cli.models.state_files import load_original
 from unlearn_cli.options import Options
 from unlearn_cli.record import method_options
+from unlearn_cli.stream.history import KEY as HISTORY_KEY
 from unlearn_cli.training import train_classifier
 from unlearn_cli.unlearning import Unlearning, gives_finite_outputs, timed_unlearning
 from unlearn_cli.validate import RunConfig
@@ -44,6 +47,8 @@ class GivenOriginal:
 
     model: nn.Module
     sha256: str
+    # What it already forgot (its checkpoint's `forgotten` entry; stream/history.py), or None.
+    history: dict | None = None
 
 
 @dataclass
@@ -66,9 +71,14 @@ def given_original(config: RunConfig, data: ImageDataset) -> GivenOriginal | Non
         return None
     model = build_model(config.model, data.input_shape, data.num_classes, config.run.seed,
                         pretrained=False)  # fmt: skip
-    digest = load_original(model, Path(path).expanduser(), data.classes)
+    path = Path(path).expanduser()
+    digest = load_original(model, path, data.classes)  # its .json checked there
     log.info("original: %s (sha256 %s), not trained here", path, digest[:12])
-    return GivenOriginal(attach_counter(model), digest)
+    meta = path.with_suffix(".json")
+    history = None
+    if path.suffix == ".safetensors" and meta.is_file():
+        history = read_metadata(path).get(HISTORY_KEY)
+    return GivenOriginal(attach_counter(model), digest, history)
 
 
 def build_models(
@@ -133,6 +143,8 @@ class Workshop:
             "device_type": device.type,
             "validation": split.validation_fingerprint(),
         }
+        if len(split.unseen_idx):  # a stream's pool: rows no model here has seen yet
+            self.base_key["unseen"] = short_hash(sorted(split.unseen_idx.tolist()))
 
     def fresh(self, seed: int | None = None) -> nn.Module:
         data, seed = self.split.data, self.config.run.seed if seed is None else seed
@@ -149,7 +161,7 @@ class Workshop:
     def retrained(self, seed: int, original: nn.Module) -> CachedModel:
         """A reference: the method `retrain` on `original`, i.e. a model trained from scratch
         without the forget set, with `seed` (cached)."""
-        key = {**self.base_key, "seed": seed, "forget": self.split.fingerprint()}
+        key = {**self.base_key, "seed": seed, "forget": self.split.removed_fingerprint()}
 
         def train(staging: Path) -> nn.Module:
             return run_method("retrain", original, self.split, self.context(seed, staging))
@@ -182,23 +194,36 @@ def unlearn_the_original(
     options it ran with: the memorising-original defaults where the original memorises."""
     config, split, device = workshop.config, workshop.split, workshop.device
     method, batch = config.method, config.evaluation.options.batch_size
-    model = copy.deepcopy(original).to(device)
-    memorising = note_memorised_original(method.name, method.options, model, split, device, batch)
+    original = original.to(device)  # every model of the run ends there; the check runs there
+    memorising = note_memorised_original(method.name, method.options, original, split, device,
+                                         batch)  # fmt: skip
     opts = memorised_options(method) if memorising.get("original_memorises") else method.options
+    done, ctx = unlearn_model(workshop, original, split, opts, {"original": given and given.sha256})
+    ctx.metrics.update(memorising)
+    return done, ctx, opts
+
+
+def unlearn_model(
+    workshop: Workshop, start: nn.Module, split: ForgetSplit, opts: Options, key: dict
+) -> tuple[Unlearning, UnlearnContext]:
+    """The run's method with `opts` removes `split`'s forget set from a copy of `start` (timed):
+    a run's original, or the model a stream's previous step left. `key` tells apart the
+    starting models in the key of the method's resumable training loops."""
+    config, device = workshop.config, workshop.device
+    method = config.method
+    model = copy.deepcopy(start).to(device)
     # The method's own training loops (SISA's shards) resume from here after a kill.
-    method_key = {**workshop.base_key, "forget": split.fingerprint(),
-                  "original": given and given.sha256,
+    method_key = {**workshop.base_key, "forget": split.fingerprint(), **key,
                   "method": method_options(method, opts)}  # fmt: skip
     staging = workshop.cache.staging_dir(f"method-{method.name}-{cache_key(method_key)}")
     ctx = workshop.context(staging=staging)
-    ctx.metrics.update(memorising)
     done = timed_unlearning(method.name, opts, model, split, ctx)
     shutil.rmtree(staging, ignore_errors=True)  # finished: nothing left to resume
     if not gives_finite_outputs(done.model, split, device):
         # The method left NaN/inf weights or outputs that its own guard (if any) did not catch:
-        # the last good weights are the original's.
-        log.warning("%s left non-finite weights or outputs; keeping the original model's",
+        # the last good weights are those it started from.
+        log.warning("%s left non-finite weights or outputs; keeping the model it started from",
                     method.name)  # fmt: skip
-        done.model = copy.deepcopy(original).to(device)
+        done.model = copy.deepcopy(start).to(device)
         ctx.metrics["diverged"] = True
-    return done, ctx, opts
+    return done, ctx

@@ -28,12 +28,11 @@ from unlearn_cli.models.builders import MODELS, ModelOptions
 from unlearn_cli.models.state_files import check_suffix
 from unlearn_cli.options import Count, Natural, Options, Range, opt, parse
 from unlearn_cli.registry import Choice, Registry
+from unlearn_cli.stream.spec import SPECS, STREAMS, ClassSpec, Fraction, StreamOptions
 
-ClassSpec = str | int | list[str | int] | None
-Fraction = Annotated[float, Range(gt=0, lt=1)]
-NODES = ("dataset", "model", "method", "evaluation")
+NODES = ("dataset", "model", "method", "evaluation", "stream")
 GROUPS: dict[str, Registry[Any]] = {"dataset": DATASETS, "model": MODELS, "method": METHODS,
-                                    "evaluation": EVALUATIONS}  # fmt: skip
+                                    "evaluation": EVALUATIONS, "stream": STREAMS}  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +100,8 @@ class RunConfig:
     model: Choice[ModelOptions]
     method: Choice[Options]
     evaluation: Choice[EvaluationOptions]
+    # No steps (stream=none): one request, the forget_* options.
+    stream: Choice[StreamOptions] = Choice("none", StreamOptions())
 
     def plain(self) -> dict[str, Any]:
         """The whole config as plain data in its YAML's shape (metrics.json's config_hash)."""
@@ -112,13 +113,32 @@ def validate_config(cfg: Mapping) -> RunConfig:
     """Parse every node of the composed config `cfg`; raise UserError with one clear line for
     the first problem."""
     run = parse(RunOptions, {k: v for k, v in cfg.items() if k not in NODES}, "", skip=())
+    stream = choose("stream", cfg.get("stream") or {"name": "none"})
+    # A stream's method takes each step's defaults (stream/run.py); its first step's here.
+    targets = stream.options.targets if stream.options.active else run.targets
     config = RunConfig(
         run=run,
         dataset=choose("dataset", cfg["dataset"]),
         model=choose("model", cfg["model"]),
-        method=choose("method", cfg["method"], run.targets),
+        method=choose("method", cfg["method"], targets),
         evaluation=choose("evaluation", cfg["evaluation"]),
+        stream=stream,
     )
+    if stream.options.active:
+        given = [k for k in (*SPECS, "forget_within") if getattr(run, k) is not None]
+        if given:
+            raise UserError(f"stream={config.stream.name} gives its own requests; drop "
+                            f"{' and '.join(given)} (or put them in a step)")  # fmt: skip
+        if stream.options.pool is not None and run.original.checkpoint is not None:
+            raise UserError(
+                "stream.pool holds data out of the original's training, but "
+                "original.checkpoint was trained elsewhere (on any sample)"
+            )
+        if config.evaluation.options.lira is not None:
+            raise UserError(
+                f"evaluation={config.evaluation.name} is not run on streams yet "
+                "(its shadow models forget one request); use evaluation=default"
+            )
     check_writable(Path(run.cache_dir), "cache_dir", read_only_ok=True)
     return config
 
@@ -130,6 +150,8 @@ def choose(group: str, node: Mapping, targets: str | None = None) -> Choice:
     options as written are kept beside them. An evaluation preset adds its own rule."""
     name = str(node["name"])
     options = parse(GROUPS[group].schema(name), node, group)
+    if group == "stream":
+        options = options.with_file_steps(group)
     if group == "evaluation":
         EVALUATIONS.get(name)(options)
     if group != "method" or targets is None:

@@ -14,9 +14,10 @@ if TYPE_CHECKING:  # validate.py imports the dataset builders of this package
 
 def forget_tag_of(config: RunConfig) -> str:
     run = config.run
+    stream = config.stream
     return forget_tag(run.forget_class, run.forget_fraction,
                       config.dataset.options.default_forget_class, run.forget_indices_file,
-                      run.forget_within)  # fmt: skip
+                      run.forget_within, stream.name, stream.options.file)  # fmt: skip
 
 
 def split_from_config(data: ImageDataset, config: RunConfig) -> ForgetSplit:

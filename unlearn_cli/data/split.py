@@ -40,6 +40,14 @@ class ForgetSplit:
     # Training rows held out from every model (never forgotten, never trained on): what methods
     # may look at to make choices (stop rules, reference images); the test set is for evaluation.
     validation_idx: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    # A stream's step: the rows and classes earlier requests forgot. The model should know
+    # them no more, so `test` and `validation` leave those classes out too (`forget_test` is
+    # this request's alone), and UA_earlier measures whether it re-learnt the rows.
+    earlier_idx: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    forgotten_before: tuple[int, ...] = ()
+    # A stream with learn steps: training rows held out of the original and not learned yet.
+    # The model never saw them; they are in neither forget nor retain.
+    unseen_idx: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
 
     @property
     def scenario(self) -> str:
@@ -75,8 +83,11 @@ class ForgetSplit:
         """Validation samples of the remaining classes (unseen data, like `test`)."""
         idx = torch.as_tensor(self.validation_idx)
         x, y = self.data.x_train[idx], self.data.y_train[idx]
-        keep = ~torch.isin(y, torch.as_tensor(self.forget_classes, dtype=torch.int64))
+        keep = ~torch.isin(y, self._gone_classes())
         return x[keep], y[keep]
+
+    def _gone_classes(self) -> torch.Tensor:
+        return torch.as_tensor((*self.forget_classes, *self.forgotten_before), dtype=torch.int64)
 
     def _test_mask(self) -> torch.Tensor:
         forgotten = torch.as_tensor(self.forget_classes, dtype=torch.int64)
@@ -84,7 +95,7 @@ class ForgetSplit:
 
     @property
     def test(self) -> tuple[torch.Tensor, torch.Tensor]:
-        keep = ~self._test_mask()
+        keep = ~torch.isin(self.data.y_test, self._gone_classes())
         return self.data.x_test[keep], self.data.y_test[keep]
 
     @property
@@ -95,6 +106,20 @@ class ForgetSplit:
     def fingerprint(self) -> str:
         """A short hash of exactly which training samples are forgotten (for cache keys, audits)."""
         return hashlib.sha256(np.sort(self.forget_idx).astype(np.int64).tobytes()).hexdigest()[:16]
+
+    @property
+    def removed_idx(self) -> np.ndarray:
+        """Every row the model should no longer know: this request's and earlier ones'."""
+        return np.union1d(self.forget_idx, self.earlier_idx).astype(np.int64)
+
+    def removed_fingerprint(self) -> str:
+        """`fingerprint` of every removed row: the key of the model retrained without them (a
+        single request's is its `fingerprint`; a stream's step k shares it with a single run
+        that forgets requests 1..k at once)."""
+        digest = hashlib.sha256(self.removed_idx.tobytes())
+        if len(self.unseen_idx):  # what the model never saw shapes its retraining too
+            digest.update(b"unseen" + np.sort(self.unseen_idx).astype(np.int64).tobytes())
+        return digest.hexdigest()[:16]
 
     def validation_fingerprint(self) -> str:
         """A short hash of the held-out validation rows (they shape every model: cache keys)."""
@@ -125,8 +150,15 @@ def forget_tag(
     default_class: object,
     indices_file: object = None,
     within: object = None,
+    stream: object = None,
+    stream_file: object = None,
 ) -> str:
-    """Folder-name tag of a forget spec: 'elephant', 'cat+dog', 'random0.1', 'list-request7'."""
+    """Folder-name tag of a forget spec: 'elephant', 'cat+dog', 'random0.1', 'list-request7',
+    or a stream's: 'stream-random4', 'stream-steps' (stream.file=steps.yaml)."""
+    if stream_file is not None:
+        return f"stream-{Path(str(stream_file)).stem}"
+    if stream not in (None, "none"):
+        return f"stream-{stream}"
     if indices_file is not None:
         return f"list-{Path(str(indices_file)).stem}"
     if forget_fraction is not None:

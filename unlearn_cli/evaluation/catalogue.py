@@ -11,6 +11,7 @@ docs/metrics.md.
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from unlearn_cli.evaluation.attacks import threshold_attacks
 from unlearn_cli.evaluation.closeness import output_closeness, weight_distance
@@ -23,6 +24,8 @@ from unlearn_cli.evaluation.metrics import (
     validation_metrics,
 )
 from unlearn_cli.evaluation.representation import representation_metrics
+from unlearn_cli.inference import accuracy as percent_correct
+from unlearn_cli.inference import predict_logits
 
 CATALOGUE = MetricCatalogue()
 REFERENCE = "evaluation.reference=retrain"  # the default: a retrained model to compare with
@@ -143,6 +146,22 @@ def cost(ev: Evaluation) -> Rows:
     rows: Rows = {role: {} for role in ev.models}
     add_costs(rows, ev.seconds, ev.counts)
     return rows
+
+
+@CATALOGUE.family(
+    "stream",
+    Metric("UA_earlier", "%", "a stream's step: 100 - accuracy on the samples earlier requests "
+           "forgot; it falls when the model re-learns them (reversal)", needs="stream",
+           report="main"),
+    when=lambda ev: len(ev.split.earlier_idx) > 0,
+)  # fmt: skip
+def stream(ev: Evaluation) -> Rows:
+    rows = torch.as_tensor(ev.split.earlier_idx)
+    x, y = ev.split.data.x_train[rows], ev.split.data.y_train[rows]
+    batch = ev.options.batch_size
+    return {role: {"UA_earlier": 100.0 - percent_correct(predict_logits(model, x, ev.device, batch),
+                                                         y)}
+            for role, model in ev.models.items()}  # fmt: skip
 
 
 @CATALOGUE.family(

@@ -121,3 +121,26 @@ def tradeoff_scatter(table: pd.DataFrame, path: Path) -> Path:
     ax.set_title("Forgetting quality vs cost")
     ax.legend()
     return save(fig, path)
+
+
+def stream_steps_plot(records: list[dict], path: Path, labels: dict[str, str]) -> Path:
+    """A stream step by step: avg_gap to each step's oracle, and UA on the earlier requests
+    (it falls where a model re-learns what it forgot), per model."""
+    steps = [r["step"] for r in records]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for ax, metric, title in ((axes[0], "avg_gap", "avg_gap to the step's oracle"),
+                              (axes[1], "UA_earlier", "UA on earlier requests (%)")):  # fmt: skip
+        # avg_gap is 0 for the oracle by definition; its UA_earlier is the target.
+        roles = ("original", "unlearned", "retrain_other_seed")
+        for role in roles if metric == "avg_gap" else ("retrain", *roles):
+            values = [r["models"].get(role, {}).get(metric) for r in records]
+            if all(v is None for v in values):
+                continue
+            ys = [np.nan if v is None else v for v in values]
+            ax.plot(steps, ys, marker="o", label=labels.get(role, role),
+                    color=ROLE_COLOURS.get(role, "#6a1b9a"))  # fmt: skip
+        ax.set_xlabel("step")
+        ax.set_xticks(steps)
+        ax.set_title(title)
+        ax.legend(loc="best")
+    return save(fig, path)

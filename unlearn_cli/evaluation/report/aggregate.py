@@ -18,7 +18,7 @@ import pandas as pd
 
 from unlearn_cli.evaluation.catalogue import CATALOGUE
 from unlearn_cli.evaluation.metrics import UTILITY_POINTS
-from unlearn_cli.evaluation.report.collect import CELL, FLOOR, GROUP, aggregated
+from unlearn_cli.evaluation.report.collect import CELL, DIVERGED, FLOOR, GROUP, aggregated
 
 WITHIN = "within_floor"
 DAMAGED = "damaged"  # rows that lost more than UTILITY_POINTS of TA or RA against retrain's
@@ -34,6 +34,8 @@ def mean_std(per_seed: pd.DataFrame) -> pd.DataFrame:
     grouped = numeric.groupby(GROUP, sort=False)
     table = grouped.mean().join(grouped.std(ddof=1).add_suffix("_std"))
     table["seeds"] = grouped.size()
+    if DIVERGED in per_seed:
+        table[DIVERGED] = per_seed.groupby(GROUP, sort=False)[DIVERGED].sum().astype(int)
     return table.reset_index()
 
 

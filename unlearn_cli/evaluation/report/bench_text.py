@@ -35,7 +35,9 @@ Literature reference (CIFAR-10, ResNet-18, random 10%, SalUn Table 1): avg gap f
 gradient ascent 4.12, influence unlearning 4.06, random labels 7.15, SalUn 1.15 at 16x retrain.
 `ngplus` is NG+ as Deep Unlearn (arXiv 2410.01276) runs it, with its published defaults (10
 passes over the retain set, lr 0.01, batch 256, no clipping, eval mode): the baseline that paper
-says to beat; `negative_gradient` is our NG+-style method with defaults tuned here. `msg` and
+says to beat; `negative_gradient` is our NG+-style method with defaults tuned here.
+`diverged` says on how many seeds a method's loss or weights went non-finite: those runs count
+with their last good weights' figures. `msg` and
 `conv_transpose` are the two methods that paper ranks best.
 Each scenario's "Inside the model" table holds the penultimate-layer evidence (docs/metrics.md,
 "What the representation figures can and cannot show"): linear-probe and 5-NN accuracy on the

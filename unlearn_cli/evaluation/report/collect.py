@@ -53,10 +53,17 @@ def find_metrics(paths: Iterable[Path | str]) -> list[Path]:
     return found
 
 
+DIVERGED = "diverged"  # per seed 1.0 where the run's method diverged; the report counts them
+
+
 def completed_run(file: Path) -> dict | None:
-    """The run's metrics.json data, or None (with a warning) when it did not complete."""
+    """The run's metrics.json data, or None (with a warning) when it did not complete. A run
+    whose method diverged counts, with its figures (its unlearned model is the last good
+    weights): the report marks it `diverged`, as it is a result about the method."""
     data = json.loads(file.read_text(encoding="utf-8"))
     status = run_status(data)
+    if status == "diverged" and "unlearned" in data.get("models", {}):
+        return data
     if status != "completed":
         hint = ""
         if status == "killed":
@@ -101,8 +108,27 @@ def role_rows(data: dict, base: dict, method_hash: str) -> Iterator[tuple[tuple,
             continue  # retrain_other_seed is optional
         own_hash = method_hash if role == "unlearned" else ""
         key = (base["dataset"], base["model"], base["scenario"], base["seed"], name, own_hash)
-        row = {**base, "method": name, "method_hash": own_hash}
+        row = {
+            **base,
+            "method": name,
+            "method_hash": own_hash,
+            DIVERGED: float(role == "unlearned" and data.get("status") == "diverged"),
+        }
         yield key, {**row, **{m: metrics.get(m) for m in aggregated()}}
+
+
+def scenarios(data: dict) -> Iterator[tuple[str, dict]]:
+    """(scenario label, the run's data as one scenario): a run is one; a stream is one per step,
+    `stream <name>, step k: <request>`, judged against that step's oracle (stream/run.py)."""
+    if "steps" not in data:
+        split = data["split"]
+        yield f"{split['scenario']}: {split['tag']}", data
+        return
+    for step in data["steps"]:
+        if not step["models"]:  # a learn step: nothing unlearned, nothing judged
+            continue
+        label = f"{data['config']['forget']}, step {step['step']}: {step['request']['tag']}"
+        yield label, {**data, "models": step["models"]}
 
 
 def per_seed_rows(files: list[Path]) -> pd.DataFrame:
@@ -118,26 +144,23 @@ def per_seed_rows(files: list[Path]) -> pd.DataFrame:
         data = completed_run(file)
         if data is None:
             continue
-        cfg, split = data["config"], data["split"]
-        base = {
-            "dataset": cfg["dataset"],
-            "model": model_label(data),
-            "seed": cfg["seed"],
-            "scenario": f"{split['scenario']}: {split['tag']}",
-        }
-        if cfg.get("reference") == "none":  # judged without a retrained model: its own cell
-            base["scenario"] += " (no reference)"
+        cfg = data["config"]
         method_hash = method_hash_of(cfg)
-        cell = (base["dataset"], base["model"], base["scenario"])
-        run_key = (*cell, base["seed"], cfg["method"], method_hash)
-        if run_key in seen:
-            what = "configuration" if method_hash else "method (its options not recorded)"
-            log.warning("skipping %s: same %s and seed as %s", file, what, seen[run_key])
-            continue
-        seen[run_key] = file
-        options.setdefault((*cell, cfg["method"], method_hash), cfg.get("method_options"))
-        for key, row in role_rows(data, base, method_hash):
-            rows.setdefault(key, row)
+        for scenario, judged in scenarios(data):
+            base = {"dataset": cfg["dataset"], "model": model_label(data), "seed": cfg["seed"],
+                    "scenario": scenario}  # fmt: skip
+            if cfg.get("reference") == "none":  # judged without a retrained model: its own cell
+                base["scenario"] += " (no reference)"
+            cell = (base["dataset"], base["model"], base["scenario"])
+            run_key = (*cell, base["seed"], cfg["method"], method_hash)
+            if run_key in seen:
+                what = "configuration" if method_hash else "method (its options not recorded)"
+                log.warning("skipping %s: same %s and seed as %s", file, what, seen[run_key])
+                continue
+            seen[run_key] = file
+            options.setdefault((*cell, cfg["method"], method_hash), cfg.get("method_options"))
+            for key, row in role_rows(judged, base, method_hash):
+                rows.setdefault(key, row)
     frame = pd.DataFrame.from_records(list(rows.values()))
     return label_configurations(frame, options)
 

@@ -14,7 +14,7 @@ from unlearn_cli.atomic import atomic_write_text
 from unlearn_cli.evaluation.catalogue import CATALOGUE
 from unlearn_cli.evaluation.metrics import UTILITY_POINTS
 from unlearn_cli.evaluation.report.aggregate import DAMAGED, WITHIN
-from unlearn_cli.evaluation.report.collect import CELL, FLOOR, GROUP, aggregated
+from unlearn_cli.evaluation.report.collect import CELL, DIVERGED, FLOOR, GROUP, aggregated
 from unlearn_cli.evaluation.report.inside import FORGOTTEN_IN, INSIDE_CAPTION, forgotten_in
 from unlearn_cli.evaluation.tables import rich_table
 from unlearn_cli.host import machine_description
@@ -23,6 +23,10 @@ FLOOR_CAPTION = (
     f'"{FLOOR}": the gap between retrained models of different seeds, the noise floor; '
     f"{WITHIN} = yes where a row's mean avg_gap is at most the floor's, i.e. it cannot be told "
     "from retraining at these seeds."
+)
+DIVERGED_CAPTION = (
+    f"{DIVERGED} = on how many seeds the method diverged (non-finite loss or weights): those "
+    "runs' unlearned model is its last good weights, counted in the row as they are."
 )
 DAMAGED_CAPTION = (
     f"{DAMAGED} = yes where a row's mean TA or RA is more than {UTILITY_POINTS:g} points below "
@@ -46,6 +50,9 @@ def display_frame(table: pd.DataFrame) -> pd.DataFrame:
         shown[metric] = [mean_pm_std(row, metric) for _, row in table.iterrows()]
     shown[WITHIN] = table.get(WITHIN, "")
     shown[DAMAGED] = table.get(DAMAGED, "")
+    counts = table.get(DIVERGED, pd.Series(0, index=table.index)).fillna(0).astype(int)
+    shown[DIVERGED] = [f"{n} of {s}" if n else "" for n, s in zip(counts, table["seeds"],
+                                                                  strict=True)]  # fmt: skip
     shown[FORGOTTEN_IN] = forgotten_in(table)
     return shown
 
@@ -70,6 +77,8 @@ def cell_columns(part: pd.DataFrame, raw: pd.DataFrame) -> list[str]:
         cols.insert(cols.index("avg_gap") + 1, WITHIN)
     if (part[DAMAGED] == "yes").any():
         cols.insert(cols.index("method") + 1, DAMAGED)
+    if (part[DIVERGED] != "").any():
+        cols.insert(cols.index("method") + 1, DIVERGED)
     return cols
 
 
@@ -82,9 +91,9 @@ def grouped_tables(table: pd.DataFrame) -> list[Table]:
         rendered = rich_table(part, f"{dataset} / {model} / {scenario}", columns)
         # Labels and the mark are what one reads a row by: let the ± cells wrap, never these.
         for column in rendered.columns:
-            if column.header in ("method", WITHIN, DAMAGED):
+            if column.header in ("method", WITHIN, DAMAGED, DIVERGED):
                 column.no_wrap, column.min_width = True, len(column.header)
-        captions = {WITHIN: FLOOR_CAPTION, DAMAGED: DAMAGED_CAPTION}
+        captions = {WITHIN: FLOOR_CAPTION, DAMAGED: DAMAGED_CAPTION, DIVERGED: DIVERGED_CAPTION}
         rendered.caption = " ".join(t for c, t in captions.items() if c in columns) or None
         tables.append(rendered)
         inside = inside_columns(part, table.loc[part.index])
@@ -110,6 +119,8 @@ def to_markdown(table: pd.DataFrame, title: str, preamble: str = "") -> str:
             lines += [FLOOR_CAPTION, ""]
         if DAMAGED in cols:
             lines += [DAMAGED_CAPTION, ""]
+        if DIVERGED in cols:
+            lines += [DIVERGED_CAPTION, ""]
         lines += markdown_rows(part, cols)
         inside = inside_columns(part, table.loc[part.index])
         if inside:
@@ -125,7 +136,7 @@ def markdown_rows(part: pd.DataFrame, cols: list[str]) -> list[str]:
 
 
 def markdown_align(column: str) -> str:
-    return {"method": "---", WITHIN: ":---:", DAMAGED: ":---:",
+    return {"method": "---", WITHIN: ":---:", DAMAGED: ":---:", DIVERGED: ":---:",
             FORGOTTEN_IN: ":---:"}.get(column, "---:")  # fmt: skip
 
 
