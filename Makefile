@@ -42,7 +42,7 @@ bench: install
 	$(BIN)/unlearn run -m sweep=bench_memorise $(ARGS) || echo "make bench: some jobs did not complete (the sweep summary names them)"
 	$(BIN)/unlearn report --bench "$$(ls -td outputs/bench/*/ | head -n 1)" \
 		"$$(ls -td outputs/bench_memorise/*/ | head -n 1)" \
-		--markdown BENCHMARKS.md --csv benchmarks.csv
+		--markdown BENCHMARKS.md --csv benchmarks.csv --plots outputs/bench_plots
 	$(MAKE) bench-loop
 
 # Our training loop vs a hand-written PyTorch loop (images/s); updates its BENCHMARKS.md section.

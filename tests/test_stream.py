@@ -108,6 +108,33 @@ def test_a_method_that_does_nothing_keeps_the_earlier_requests_as_the_original_d
     assert sorted(set(frame["scenario"])) == [
         f"stream-random4, step {k}: random0.025" for k in (1, 2, 3, 4)
     ]
+    # ... and one summary of the whole stream: avg_gap per step, drifts, the cost so far
+    from unlearn_cli.evaluation.report import aggregate
+    from unlearn_cli.evaluation.report.streams import number, stream_summaries
+
+    ((title, summary),) = stream_summaries(aggregate(frame))
+    assert title.startswith("synthetic / cnn") and title.endswith("/ stream-random4: step by step")
+    assert list(summary.columns) == ["method", "avg_gap 1", "avg_gap 2", "avg_gap 3",
+                                     "avg_gap 4", "UA_earlier drift", "RA drift",
+                                     "cum_cost_ratio"]  # fmt: skip
+    line = summary.set_index("method").loc["finetune"]
+    from unlearn_cli.evaluation.report import write_plots
+
+    written = write_plots(aggregate(frame), tmp_path / "plots")
+    assert (tmp_path / "plots" / "stream-random4.png") in written
+    assert line["cum_cost_ratio"] == number(steps[-1]["cumulative"]["cost_ratio"])  # no passes: -
+    assert line["avg_gap 4"] == f"{steps[-1]['models']['unlearned']['avg_gap']:.2f}"
+
+
+def test_a_stream_run_is_named_after_its_stream():
+    from unlearn_cli.data.split import forget_tag
+
+    assert forget_tag(None, None, "cat", stream="random4") == "stream-random4"
+    assert forget_tag(None, None, "cat", stream="none", stream_file="x/mine.csv") == "stream-mine"
+    assert forget_tag(None, None, "cat", stream="none", stream_steps=[{"learn": 0.1}]) == (
+        "stream-steps"
+    )
+    assert forget_tag(None, None, "cat", stream="none", stream_steps=[]) == "cat"
 
 
 def test_steps_from_a_yaml_or_csv_file(make_cfg, tmp_path):

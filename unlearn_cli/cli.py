@@ -151,7 +151,8 @@ def unvalidated_summary(cfg: DictConfig) -> dict:
     tag = forget_tag(plain.get("forget_class"), plain.get("forget_fraction"),
                      dataset.get("default_forget_class"), plain.get("forget_indices_file"),
                      plain.get("forget_within"), (plain.get("stream") or {}).get("name"),
-                     (plain.get("stream") or {}).get("file"))  # fmt: skip
+                     (plain.get("stream") or {}).get("file"),
+                     (plain.get("stream") or {}).get("steps"))  # fmt: skip
     return {"dataset": str(dataset.get("name")), "model": str(model.get("name")),
             "method": method.get("name"), "forget": tag, "seed": plain.get("seed"),
             "device": str(plain.get("device")), "config_hash": short_hash(plain),

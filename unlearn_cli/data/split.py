@@ -152,13 +152,17 @@ def forget_tag(
     within: object = None,
     stream: object = None,
     stream_file: object = None,
+    stream_steps: object = None,
 ) -> str:
     """Folder-name tag of a forget spec: 'elephant', 'cat+dog', 'random0.1', 'list-request7',
-    or a stream's: 'stream-random4', 'stream-steps' (stream.file=steps.yaml)."""
+    or a stream's: 'stream-random4', 'stream-mysteps' (stream.file=mysteps.yaml),
+    'stream-steps' (steps given on the command line)."""
     if stream_file is not None:
         return f"stream-{Path(str(stream_file)).stem}"
     if stream not in (None, "none"):
         return f"stream-{stream}"
+    if stream_steps:
+        return "stream-steps"
     if indices_file is not None:
         return f"list-{Path(str(indices_file)).stem}"
     if forget_fraction is not None:

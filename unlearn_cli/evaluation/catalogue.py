@@ -153,6 +153,11 @@ def cost(ev: Evaluation) -> Rows:
     Metric("UA_earlier", "%", "a stream's step: 100 - accuracy on the samples earlier requests "
            "forgot; it falls when the model re-learns them (reversal)", needs="stream",
            report="main"),
+    # Each step's `cumulative.cost_ratio` (stream/run.py: it needs the steps before); the
+    # report reads it there, as this figure of the step's unlearned model.
+    Metric("cum_cost_ratio", "x", "a stream's step: the oracles' cost_units so far over the "
+           "method's, the stream's cost against k retrainings", needs="stream", report="stream",
+           run_table=False),
     when=lambda ev: len(ev.split.earlier_idx) > 0,
 )  # fmt: skip
 def stream(ev: Evaluation) -> Rows:

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from unlearn_cli.evaluation.options import EvaluationOptions
 
 Targets = Literal["any", "class", "samples"]
-Section = Literal["", "main", "inside", "tuning"]
+Section = Literal["", "main", "inside", "tuning", "stream"]
 UNITS = {
     "%": "percent, 0-100",
     "0-1": "a fraction or score from 0 to 1",
@@ -39,7 +39,8 @@ UNITS = {
     "nats": "nats",
     "ratio": "a ratio (see its help)",
 }
-SECTIONS = {"main": "report", "inside": "inside the model", "tuning": "`--pick` only"}
+SECTIONS = {"main": "report", "inside": "inside the model", "tuning": "`--pick` only",
+            "stream": "report's stream summary"}  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -144,3 +144,24 @@ def stream_steps_plot(records: list[dict], path: Path, labels: dict[str, str]) -
         ax.set_title(title)
         ax.legend(loc="best")
     return save(fig, path)
+
+
+def stream_methods_plot(table: pd.DataFrame, title: str, path: Path) -> Path:
+    """One stream over a sweep: avg_gap and UA on earlier requests per step, per method (mean
+    ± std over seeds). `table` holds that stream's report rows with their `step`."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, metric, title in ((axes[0], "avg_gap", "avg_gap to the step's oracle"),
+                              (axes[1], "UA_earlier", "UA on earlier requests (%)")):  # fmt: skip
+        for method, part in table.groupby("method", sort=False):
+            if metric not in part or part[metric].isna().all():
+                continue
+            part = part.sort_values("step")
+            ax.errorbar(part["step"], part[metric], yerr=part.get(f"{metric}_std"), marker="o",
+                        capsize=3, label=method)  # fmt: skip
+        ax.set_xlabel("step")
+        ax.set_xticks(sorted(table["step"].unique()))
+        ax.set_title(title)
+    axes[0].legend(loc="best", fontsize=7)
+    fig.suptitle(f"{title}: mean ± std over seeds")
+    fig.tight_layout()
+    return save(fig, path)

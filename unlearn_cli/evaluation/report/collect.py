@@ -33,7 +33,7 @@ REFERENCE_ROLES = {"original": ORIGINAL, "retrain": "retrain", FLOOR_ROLE: FLOOR
 def aggregated() -> tuple[str, ...]:
     """The metrics the report averages over seeds: its table's, its "inside the model" table's,
     and those only the pick rule of `--pick` reads (evaluation/pick.py)."""
-    return tuple(m for section in ("main", "inside", "tuning")
+    return tuple(m for section in ("main", "inside", "tuning", "stream")
                  for m in CATALOGUE.names(report=section))  # fmt: skip
 
 
@@ -128,7 +128,10 @@ def scenarios(data: dict) -> Iterator[tuple[str, dict]]:
         if not step["models"]:  # a learn step: nothing unlearned, nothing judged
             continue
         label = f"{data['config']['forget']}, step {step['step']}: {step['request']['tag']}"
-        yield label, {**data, "models": step["models"]}
+        # The cost so far against the oracles' retrainings is the stream's, not the step's own.
+        models = {**step["models"], "unlearned": {**step["models"]["unlearned"],
+                  "cum_cost_ratio": step["cumulative"]["cost_ratio"]}}  # fmt: skip
+        yield label, {**data, "models": models}
 
 
 def per_seed_rows(files: list[Path]) -> pd.DataFrame:

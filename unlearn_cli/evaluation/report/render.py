@@ -16,6 +16,7 @@ from unlearn_cli.evaluation.metrics import UTILITY_POINTS
 from unlearn_cli.evaluation.report.aggregate import DAMAGED, WITHIN
 from unlearn_cli.evaluation.report.collect import CELL, DIVERGED, FLOOR, GROUP, aggregated
 from unlearn_cli.evaluation.report.inside import FORGOTTEN_IN, INSIDE_CAPTION, forgotten_in
+from unlearn_cli.evaluation.report.streams import stream_steps, stream_summaries
 from unlearn_cli.evaluation.tables import rich_table
 from unlearn_cli.host import machine_description
 
@@ -23,6 +24,12 @@ FLOOR_CAPTION = (
     f'"{FLOOR}": the gap between retrained models of different seeds, the noise floor; '
     f"{WITHIN} = yes where a row's mean avg_gap is at most the floor's, i.e. it cannot be told "
     "from retraining at these seeds."
+)
+STREAM_CAPTION = (
+    "avg_gap to each step's oracle (mean over seeds); UA_earlier drift: UA on the earlier "
+    "requests, last step minus the first that has some (negative: the model re-learns what it "
+    "forgot); RA drift: last step minus first (negative: erosion); cum_cost_ratio: the oracles' "
+    "counted passes over the method's, over the whole stream."
 )
 DIVERGED_CAPTION = (
     f"{DIVERGED} = on how many seeds the method diverged (non-finite loss or weights): those "
@@ -101,6 +108,10 @@ def grouped_tables(table: pd.DataFrame) -> list[Table]:
             extra = rich_table(part, f"{dataset} / {model} / {scenario}: inside the model", inside)
             extra.caption = INSIDE_CAPTION
             tables.append(extra)
+    for title, summary in stream_summaries(table):
+        rendered = rich_table(summary, title)
+        rendered.caption = STREAM_CAPTION
+        tables.append(rendered)
     return tables
 
 
@@ -125,6 +136,9 @@ def to_markdown(table: pd.DataFrame, title: str, preamble: str = "") -> str:
         inside = inside_columns(part, table.loc[part.index])
         if inside:
             lines += ["### Inside the model", "", INSIDE_CAPTION, "", *markdown_rows(part, inside)]
+    for title, summary in stream_summaries(table):
+        lines += [f"## {title}", "", STREAM_CAPTION, "",
+                  *markdown_rows(summary, list(summary.columns))]  # fmt: skip
     return "\n".join(lines)
 
 
@@ -146,12 +160,18 @@ def write_plots(table: pd.DataFrame, folder: Path) -> list[Path]:
     The floor is a gap between two retrains, not a model: its UA/RA/TA/MIA would repeat
     retrain's bars, and it has no time to place it on the trade-off plot.
     """
-    from unlearn_cli.evaluation.plots import metric_bars, tradeoff_scatter
+    from unlearn_cli.evaluation.plots import metric_bars, stream_methods_plot, tradeoff_scatter
 
     folder = Path(folder)
     table = table[table["method"] != FLOOR]
-    return [metric_bars(table, folder / "metric_bars.png"),
-            tradeoff_scatter(table, folder / "tradeoff.png")]  # fmt: skip
+    written = [metric_bars(table, folder / "metric_bars.png"),
+               tradeoff_scatter(table, folder / "tradeoff.png")]  # fmt: skip
+    cells = stream_steps(table).groupby(["dataset", "model", "stream"], sort=False)
+    for i, ((dataset, model, stream), part) in enumerate(cells):
+        name = f"{stream}.png" if i == 0 else f"{stream}-{i + 1}.png"  # several datasets
+        written.append(stream_methods_plot(part, f"{dataset} / {model} / {stream}",
+                                           folder / name))  # fmt: skip
+    return written
 
 
 def write_report(
