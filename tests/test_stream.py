@@ -358,3 +358,38 @@ def test_bad_learn_steps_are_refused(run_cli, tmp_path, overrides, message):
     (tmp_path / "model.safetensors").write_bytes(b"")  # refused before it is read
     result = run_cli("run", *TINY, *overrides)
     assert result.returncode == 2 and message in result.stderr.strip().splitlines()[-1]
+
+
+def test_sisa_keeps_its_shards_across_requests_and_learned_data(make_cfg, tmp_path, monkeypatch):
+    """SISA in a stream: one set-up, then each request retrains only the slices that held it and
+    a learn step the slices that hold the new rows. Every slice's last training (what the final
+    ensemble is made of) never saw a forgotten or unseen row, and did see its learned rows."""
+    import unlearn_cli.methods.sisa as sisa_module
+
+    trainings: list[tuple[str, np.ndarray]] = []
+    real = sisa_module.train_classifier
+
+    def spy(*args, rows=None, description="", **kwargs):
+        trainings.append((description, np.asarray(rows)))
+        return real(*args, rows=rows, description=description, **kwargs)
+
+    monkeypatch.setattr(sisa_module, "train_classifier", spy)
+    sisa = ["method=sisa", "method.shards=2", "method.slices=2", "method.epochs_per_slice=2"]
+    data = run_stream(validate_config(make_cfg(*TINY, *LEARNING, *sisa)), tmp_path / "run")
+    plan = plan_of(make_cfg, *LEARNING)
+    metrics = [s["method_metrics"] for s in data["steps"]]
+    assert metrics[0]["setup_seconds"] > 0 and metrics[2]["setup_seconds"] == 0.0
+    assert metrics[2]["retrained_shards"] <= 2
+    setup = 2 * 2  # 2 shards x 2 slices, trained once
+    forgets = metrics[0]["retrained_slices"] + metrics[2]["retrained_slices"]
+    assert setup + forgets <= len(trainings) <= 2 * setup + forgets  # the learn step: <= 4
+    last: dict[str, np.ndarray] = {}
+    for description, rows in trainings:
+        last[description] = rows
+    gone = np.concatenate([r.forget_idx for r in plan.requests])
+    learned = plan.requests[1].learn_idx
+    unseen = np.setdiff1d(plan.pool_idx, learned)
+    final = np.concatenate(list(last.values()))
+    assert not np.intersect1d(final, np.union1d(gone, unseen)).size
+    assert not np.intersect1d(final, plan.validation_idx).size
+    assert set(np.setdiff1d(learned, gone)) <= set(final)

@@ -10,10 +10,15 @@ its members' softmax outputs.
 
 In a deployment the sharded ensemble is trained before the deletion request arrives, so its
 training is set-up, not unlearning: it is left out of `time_s` (recorded as `setup_seconds`).
+
+In a stream of requests (docs/streams.md) the ensemble keeps its shards, slices and checkpoints
+from step to step (`SisaEnsemble.trainer`): request k retrains only the shards that held it, with
+no new set-up, and data learned between requests joins the slices that hold it in the same way.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import logging
@@ -56,9 +61,19 @@ class SisaOptions(Options):
 
 
 class SisaEnsemble(nn.Module):
-    def __init__(self, members: Iterable[nn.Module]) -> None:
+    """The served ensemble. `trainer` (when set) holds its shards, slices and checkpoints, so a
+    later request on this ensemble retrains only what it touches (a stream's next step)."""
+
+    def __init__(self, members: Iterable[nn.Module], trainer: SisaTrainer | None = None) -> None:
         super().__init__()
         self.members = nn.ModuleList(members)
+        self.trainer = trainer
+
+    def __deepcopy__(self, memo: dict) -> SisaEnsemble:
+        # A copy gets its own members and a trainer that retrains those (sharing the data).
+        members = copy.deepcopy(self.members, memo)
+        trainer = None if self.trainer is None else self.trainer.fork(list(members))
+        return SisaEnsemble(members, trainer).train(self.training)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         probs = torch.stack([F.softmax(m(x), dim=1) for m in self.members]).mean(dim=0)
@@ -83,6 +98,8 @@ class SisaTrainer:
         checkpoint_dir: Path | None = None,
     ) -> None:
         self.fresh_model, self.x, self.y, self.feed = fresh_model, x, y, feed
+        # What a later request must match to reuse these shards instead of a new set-up.
+        self.signature = (len(y), seed, shards, slices, train_cfg)
         self.checkpoint_dir = checkpoint_dir  # epoch checkpoints of every slice's training
         self.train_cfg, self.device, self.seed = train_cfg, device, seed
         order = np.random.default_rng(seed).permutation(len(y))
@@ -103,9 +120,28 @@ class SisaTrainer:
         """Remove training samples; retrain only what held them. Returns retraining counts."""
         new = {int(i) for i in indices} - self.removed
         self.removed |= new
+        return self._retrain_holding(new)
+
+    def learn(self, indices: Iterable[int]) -> dict[str, int]:
+        """Take in training samples held out so far (new data): retrain only the slices that
+        hold them, so the ensemble is the one trained from scratch on what it knows now."""
+        new = {int(i) for i in indices} & self.removed
+        self.removed -= new
+        return self._retrain_holding(new)
+
+    def fork(self, members: list[nn.Module]) -> SisaTrainer:
+        """This trainer for a copy of its ensemble (`members`): same data, shards and
+        checkpoints; its own removed set, so the copy's requests leave this one as it was."""
+        twin = copy.copy(self)
+        twin.members = members
+        twin.removed = set(self.removed)
+        twin.checkpoints = [list(states) for states in self.checkpoints]  # states never mutated
+        return twin
+
+    def _retrain_holding(self, rows: set[int]) -> dict[str, int]:
         retrained_shards, retrained_slices = 0, 0
         for shard, slices in enumerate(self.slice_members):
-            hit = [r for r, members in enumerate(slices) if new.intersection(members.tolist())]
+            hit = [r for r, members in enumerate(slices) if rows.intersection(members.tolist())]
             if hit:
                 self._train_shard(shard, from_slice=hit[0])
                 retrained_shards += 1
@@ -113,7 +149,7 @@ class SisaTrainer:
         return {"retrained_shards": retrained_shards, "retrained_slices": retrained_slices}
 
     def ensemble(self) -> SisaEnsemble:
-        return SisaEnsemble(self.members).eval()
+        return SisaEnsemble(self.members, self).eval()
 
     def _train_shard(self, shard: int, from_slice: int) -> None:
         model = self.members[shard]
@@ -152,19 +188,27 @@ def slice_train_cfg(ctx: UnlearnContext, opts: SisaOptions):
 
 @METHODS.register("sisa")
 def sisa(model: nn.Module, split: ForgetSplit, ctx: UnlearnContext, opts: SisaOptions) -> nn.Module:
-    """Train the sharded ensemble on all training data (set-up), then serve the deletion."""
-
-    start = time.perf_counter()
-    with counting() as setup_cost:
-        trainer = SisaTrainer(
-            ctx.fresh_model, split.data.x_train, split.data.y_train, slice_train_cfg(ctx, opts),
-            ctx.device, ctx.seed, opts.shards, opts.slices, feed=split.data.feed,
-            removed=split.validation_idx,  # held out from every model, SISA's shards included
-            checkpoint_dir=ctx.checkpoint_dir,
-        ).fit()  # fmt: skip
-    setup = time.perf_counter() - start + setup_cost.resumed_seconds  # slices done before a kill
-    ctx.untimed_seconds += setup
-    ctx.untimed_cost = setup_cost
+    """Train the sharded ensemble on the data the model knows (set-up), then serve the
+    deletion; an ensemble this method left (a stream's earlier step) serves it with its shards."""
+    n = len(split.data.y_train)
+    # Every row the model must not know besides this request: validation (held out from every
+    # model), earlier requests' rows and a stream's pool rows not learned yet.
+    not_known = np.setdiff1d(np.arange(n), np.union1d(split.retain_idx, split.forget_idx))
+    trainer = reusable_trainer(model, ctx, opts, not_known)
+    if trainer is None:
+        start = time.perf_counter()
+        with counting() as setup_cost:
+            trainer = SisaTrainer(
+                ctx.fresh_model, split.data.x_train, split.data.y_train, slice_train_cfg(ctx, opts),
+                ctx.device, ctx.seed, opts.shards, opts.slices, feed=split.data.feed,
+                removed=not_known.tolist(), checkpoint_dir=ctx.checkpoint_dir,
+            ).fit()  # fmt: skip
+        setup = time.perf_counter() - start + setup_cost.resumed_seconds  # slices before a kill
+        ctx.untimed_seconds += setup
+        ctx.untimed_cost = setup_cost
+    else:
+        setup = 0.0
+        log.info("sisa: the ensemble keeps its shards from the request before")
     counts = trainer.forget(split.forget_idx.tolist())
     log.info(
         "sisa: set-up %.1fs; the deletion retrained %d of %d shards",
@@ -174,3 +218,19 @@ def sisa(model: nn.Module, split: ForgetSplit, ctx: UnlearnContext, opts: SisaOp
     )
     ctx.metrics.update(setup_seconds=setup, shards=opts.shards, slices=opts.slices, **counts)
     return trainer.ensemble()
+
+
+def reusable_trainer(
+    model: nn.Module, ctx: UnlearnContext, opts: SisaOptions, not_known: np.ndarray
+) -> SisaTrainer | None:
+    """The shards of `model` when it is an ensemble this method left with the same shards,
+    slices, seed and data, and it knows exactly what this request's model should know; else
+    None (a new set-up)."""
+    trainer = getattr(model, "trainer", None)
+    if not isinstance(trainer, SisaTrainer):
+        return None
+    wanted = (len(trainer.y), ctx.seed, opts.shards, opts.slices, slice_train_cfg(ctx, opts))
+    if trainer.signature != wanted or trainer.removed != set(not_known.tolist()):
+        return None
+    trainer.checkpoint_dir = ctx.checkpoint_dir
+    return trainer
