@@ -115,13 +115,21 @@ def test_a_method_that_does_nothing_keeps_the_earlier_requests_as_the_original_d
     ((title, summary),) = stream_summaries(aggregate(frame))
     assert title.startswith("synthetic / cnn") and title.endswith("/ stream-random4: step by step")
     assert list(summary.columns) == ["method", "avg_gap 1", "avg_gap 2", "avg_gap 3",
-                                     "avg_gap 4", "UA_earlier drift", "RA drift",
-                                     "cum_cost_ratio"]  # fmt: skip
+                                     "avg_gap 4", "gap last/first", "UA_earlier drift",
+                                     "RA drift", "cum_cost_ratio"]  # fmt: skip
     line = summary.set_index("method").loc["finetune"]
-    from unlearn_cli.evaluation.report import write_plots
+    gaps = [s["models"]["unlearned"]["avg_gap"] for s in steps]
+    assert line["gap last/first"] == (f"{gaps[-1] / gaps[0]:.2f}" if gaps[0] else "-")
+    from unlearn_cli.evaluation.report import write_plots, write_report
 
     written = write_plots(aggregate(frame), tmp_path / "plots")
     assert (tmp_path / "plots" / "stream-random4.png") in written
+    # BENCHMARKS.md (--bench): the stream's summary and plot, not each step's full table
+    markdown = tmp_path / "docs" / "BENCH.md"
+    write_report(aggregate(frame), None, markdown, "t", plots=tuple(written), step_cells=False)
+    text = markdown.read_text()
+    assert "stream-random4: step by step" in text and "stream-random4, step 1:" not in text
+    assert "![stream-random4](../plots/stream-random4.png)" in text
     assert line["cum_cost_ratio"] == number(steps[-1]["cumulative"]["cost_ratio"])  # no passes: -
     assert line["avg_gap 4"] == f"{steps[-1]['models']['unlearned']['avg_gap']:.2f}"
 

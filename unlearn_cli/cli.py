@@ -196,8 +196,8 @@ def report_command(args: list[str]) -> int:
     parser.add_argument(
         "--plots",
         type=Path,
-        help="folder for metric_bars.png and tradeoff.png "
-        "(default: beside --csv/--markdown, else the first PATH)",
+        help="folder for metric_bars.png, tradeoff.png and one plot per stream, shown in the "
+        "Markdown (default: beside --csv/--markdown, else the first PATH)",
     )
     opts = parser.parse_args(args)
     per_seed = report.per_seed_rows(report.find_metrics(opts.paths))
@@ -208,11 +208,13 @@ def report_command(args: list[str]) -> int:
     preamble = report.BENCH_PREAMBLE if opts.bench else ""
     if opts.note:
         preamble = f"{preamble}\n{opts.note.strip()}\n"
-    report.write_report(table, opts.csv, opts.markdown, title, preamble)
     plots_dir = opts.plots or next(
         (p.parent for p in (opts.csv, opts.markdown) if p is not None), opts.paths[0]
     )
-    report.write_plots(table, plots_dir)
+    plots = report.write_plots(table, plots_dir)
+    # BENCHMARKS.md keeps each stream to its summary; the CSV has every step's full table.
+    report.write_report(table, opts.csv, opts.markdown, title, preamble, tuple(plots),
+                        step_cells=not opts.bench)  # fmt: skip
     for rendered in report.grouped_tables(table):
         out_console.print(rendered)
     if opts.pick:

@@ -149,19 +149,25 @@ def stream_steps_plot(records: list[dict], path: Path, labels: dict[str, str]) -
 def stream_methods_plot(table: pd.DataFrame, title: str, path: Path) -> Path:
     """One stream over a sweep: avg_gap and UA on earlier requests per step, per method (mean
     ± std over seeds). `table` holds that stream's report rows with their `step`."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, metric, title in ((axes[0], "avg_gap", "avg_gap to the step's oracle"),
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
+    methods = list(dict.fromkeys(table["method"]))
+    colours = plt.get_cmap("tab20")  # a sweep has up to ~20 methods: one colour and marker each
+    for ax, metric, panel in ((axes[0], "avg_gap", "avg_gap to the step's oracle"),
                               (axes[1], "UA_earlier", "UA on earlier requests (%)")):  # fmt: skip
         for method, part in table.groupby("method", sort=False):
             if metric not in part or part[metric].isna().all():
                 continue
             part = part.sort_values("step")
-            ax.errorbar(part["step"], part[metric], yerr=part.get(f"{metric}_std"), marker="o",
-                        capsize=3, label=method)  # fmt: skip
+            i = methods.index(method)
+            ax.errorbar(part["step"], part[metric], yerr=part.get(f"{metric}_std"),
+                        marker="osv^D<>ph*"[i % 10], color=colours(i % 20), capsize=3,
+                        label=method)  # fmt: skip
         ax.set_xlabel("step")
         ax.set_xticks(sorted(table["step"].unique()))
-        ax.set_title(title)
-    axes[0].legend(loc="best", fontsize=7)
+        ax.set_title(panel)
+    axes[0].set_yscale("symlog", linthresh=1.0)  # gaps from ~0 (retrain) to tens of points
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7)
     fig.suptitle(f"{title}: mean ± std over seeds")
     fig.tight_layout()
     return save(fig, path)

@@ -28,8 +28,13 @@ FLOOR_CAPTION = (
 STREAM_CAPTION = (
     "avg_gap to each step's oracle (mean over seeds); UA_earlier drift: UA on the earlier "
     "requests, last step minus the first that has some (negative: the model re-learns what it "
-    "forgot); RA drift: last step minus first (negative: erosion); cum_cost_ratio: the oracles' "
-    "counted passes over the method's, over the whole stream."
+    "forgot); RA drift: last step minus first (negative: erosion); gap last/first: the last "
+    "step's avg_gap over the first's (a single request on the original); cum_cost_ratio: the "
+    "oracles' counted passes over the method's, over the whole stream."
+)
+STEP_CELLS_NOTE = (
+    "Each stream step's full table (every metric, every method, ± std) is in the CSV "
+    "(scenario `stream-<name>, step <k>: ...`); `unlearn report` on a stream sweep prints them."
 )
 DIVERGED_CAPTION = (
     f"{DIVERGED} = on how many seeds the method diverged (non-finite loss or weights): those "
@@ -115,7 +120,10 @@ def grouped_tables(table: pd.DataFrame) -> list[Table]:
     return tables
 
 
-def to_markdown(table: pd.DataFrame, title: str, preamble: str = "") -> str:
+def to_markdown(table: pd.DataFrame, title: str, preamble: str = "", plots: tuple = (),
+                step_cells: bool = True) -> str:  # fmt: skip
+    """The report as Markdown; `plots`: image paths (relative to the file) shown at its end;
+    `step_cells=False` leaves out each stream step's full table (the stream summaries stay)."""
     shown = display_frame(table)
     lines = [f"# {title}", "", preamble.strip(), ""] if preamble else [f"# {title}", ""]
     lines += [
@@ -123,7 +131,10 @@ def to_markdown(table: pd.DataFrame, title: str, preamble: str = "") -> str:
         f"Written {dt.datetime.now().astimezone().isoformat(timespec='minutes')}.",
         "",
     ]
+    steps = stream_steps(shown).index
     for (dataset, model, scenario), part in shown.groupby(CELL, sort=False):
+        if not step_cells and part.index.isin(steps).all():
+            continue
         lines += [f"## {dataset} / {model} / {scenario}", ""]
         cols = cell_columns(part, table.loc[part.index])
         if WITHIN in cols:
@@ -137,8 +148,12 @@ def to_markdown(table: pd.DataFrame, title: str, preamble: str = "") -> str:
         if inside:
             lines += ["### Inside the model", "", INSIDE_CAPTION, "", *markdown_rows(part, inside)]
     for title, summary in stream_summaries(table):
-        lines += [f"## {title}", "", STREAM_CAPTION, "",
-                  *markdown_rows(summary, list(summary.columns))]  # fmt: skip
+        lines += [f"## {title}", "", STREAM_CAPTION, ""]
+        if not step_cells:
+            lines += [STEP_CELLS_NOTE, ""]
+        lines += markdown_rows(summary, list(summary.columns))
+    if plots:
+        lines += ["## Plots", ""] + [f"![{Path(p).stem}]({Path(p).as_posix()})\n" for p in plots]
     return "\n".join(lines)
 
 
@@ -175,9 +190,27 @@ def write_plots(table: pd.DataFrame, folder: Path) -> list[Path]:
 
 
 def write_report(
-    table: pd.DataFrame, csv: Path | None, markdown: Path | None, title: str, preamble: str = ""
+    table: pd.DataFrame,
+    csv: Path | None,
+    markdown: Path | None,
+    title: str,
+    preamble: str = "",
+    plots: tuple = (),
+    step_cells: bool = True,
 ) -> None:
     if csv is not None:
         atomic_write_text(csv, table.to_csv(index=False), "the report CSV")
     if markdown is not None:
-        atomic_write_text(markdown, to_markdown(table, title, preamble), "the report Markdown")
+        shown = tuple(relative_to_file(p, markdown) for p in plots)
+        text = to_markdown(table, title, preamble, shown, step_cells)
+        atomic_write_text(markdown, text, "the report Markdown")
+
+
+def relative_to_file(path: Path, markdown: Path) -> Path:
+    """`path` as a link from the Markdown file `markdown` (absolute when that cannot be)."""
+    import os
+
+    try:
+        return Path(os.path.relpath(Path(path).resolve(), Path(markdown).resolve().parent))
+    except ValueError:  # another drive
+        return Path(path).resolve()

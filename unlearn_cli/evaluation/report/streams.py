@@ -4,8 +4,11 @@ A stream run's steps are report cells of their own (`stream-random4, step 2: ran
 collect.py). This summary puts them in one table per dataset / model / stream: avg_gap to each
 step's oracle, the drift of UA on the earlier requests from the first step that has some to the
 last (negative: the model re-learns what it forgot, "relapse"), the drift of RA from the first
-step to the last (negative: "erosion") and the cost so far against the oracles' retrainings at
-the last step (`cum_cost_ratio`). Means over seeds; the per-step cells hold the stds.
+step to the last (negative: "erosion"), how the avg_gap of the last step compares with the first
+(`gap last/first`: the first step is a single request on the original, so this says how much
+the stream costs the method against answering one request) and the cost so far against the
+oracles' retrainings at the last step (`cum_cost_ratio`). Means over seeds; the per-step cells
+hold the stds.
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ def method_line(method: str, by_step: pd.DataFrame, steps: list) -> dict[str, st
     line = {"method": method}
     for k in steps:
         line[f"avg_gap {int(k)}"] = number(by_step["avg_gap"].get(k))
+    first, last = by_step["avg_gap"].get(steps[0]), by_step["avg_gap"].get(steps[-1])
+    line["gap last/first"] = number(last / first) if first and len(steps) > 1 else "-"
     if method == FLOOR:  # a gap between two retrainings: no drift, no cost of its own
         return line | {"UA_earlier drift": "", "RA drift": "", "cum_cost_ratio": ""}
     earlier = by_step["UA_earlier"].dropna() if "UA_earlier" in by_step else pd.Series(dtype=float)
