@@ -34,15 +34,18 @@ lint: install
 	$(BIN)/ruff format --check unlearn_cli tests
 
 # docs/benchmark.md: every method x {class-wise, random 10%} x 3 seeds, on the full training set
-# and on the memorising variant -> BENCHMARKS.md.
+# and on the memorising variant, then every method x {random4, classes3} streams of requests on
+# both -> BENCHMARKS.md (its plots under docs/bench/).
 # A sweep exits 1 when a job did not complete; ngplus, run as published, diverges on this
 # benchmark (docs/methods.md), and its rows say so: the report still follows.
+BENCH_SWEEPS := bench bench_memorise bench_stream bench_stream_memorise
 bench: install
-	$(BIN)/unlearn run -m sweep=bench $(ARGS) || echo "make bench: some jobs did not complete (the sweep summary names them)"
-	$(BIN)/unlearn run -m sweep=bench_memorise $(ARGS) || echo "make bench: some jobs did not complete (the sweep summary names them)"
-	$(BIN)/unlearn report --bench "$$(ls -td outputs/bench/*/ | head -n 1)" \
-		"$$(ls -td outputs/bench_memorise/*/ | head -n 1)" \
-		--markdown BENCHMARKS.md --csv benchmarks.csv --plots outputs/bench_plots
+	for sweep in $(BENCH_SWEEPS); do \
+		$(BIN)/unlearn run -m sweep=$$sweep $(ARGS) || \
+			echo "make bench: some jobs of sweep=$$sweep did not complete (its summary names them)"; \
+	done
+	$(BIN)/unlearn report --bench $(foreach sweep,$(BENCH_SWEEPS),"$$(ls -td outputs/$(sweep)/*/ | head -n 1)") \
+		--markdown BENCHMARKS.md --csv benchmarks.csv --plots docs/bench
 	$(MAKE) bench-loop
 
 # Our training loop vs a hand-written PyTorch loop (images/s); updates its BENCHMARKS.md section.
