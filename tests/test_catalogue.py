@@ -112,6 +112,10 @@ def test_every_condition_names_a_real_option():
                 assert value in METHODS.names(), metric.name
             elif key == "stream":  # the config group: measured in a stream's steps
                 assert not value, metric.name
+            elif key.startswith("request."):  # a run option: request.plant (copies/options.py)
+                from unlearn_cli.copies.options import RequestOptions
+
+                assert key.removeprefix("request.") in {f.name for f in fields(RequestOptions)}
             else:
                 assert key.removeprefix("evaluation.") in options, metric.name
 

@@ -85,7 +85,8 @@ def hydra_run(cfg: DictConfig) -> float:
         result = runner(config, run_dir)
     except UserError as exc:
         if not multirun:
-            discard_unstarted_run(run_dir)
+            if not exc.keeps_folder:
+                discard_unstarted_run(run_dir)
             print(f"unlearn: error: {exc}", file=sys.stderr)
             sys.exit(exc.exit_code)
         mark_failed(cfg, config, run_dir, exc)

@@ -5,6 +5,16 @@ class UserError(Exception):
     """A problem with the user's input (config, names, files) that is knowable before any work."""
 
     exit_code = 2
+    # Whether the run's folder holds something the message tells the user to read (it is
+    # then kept; otherwise a run refused before it began leaves no folder).
+    keeps_folder = False
+
+
+class RequestRefused(UserError):
+    """The run refused its request as asked (request.copies=refuse); the folder keeps the
+    file that says why (copies.csv)."""
+
+    keeps_folder = True
 
 
 class TrainingDiverged(UserError):

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
 from unlearn_cli.console import out_console
+from unlearn_cli.copies.plant import Planted, detection_figures, plant_copies
+from unlearn_cli.copies.request import CopyCheck, planned_scans
 from unlearn_cli.data import ForgetSplit, ImageDataset, load_dataset
 from unlearn_cli.data.spec import forget_tag_of, split_from_config
 from unlearn_cli.device import resolve_device, resolve_threads
@@ -42,6 +46,7 @@ __all__ = ["GivenOriginal", "build_models", "run_experiment", "seed_everything"]
 def run_experiment(config: RunConfig, run_dir: Path | str) -> dict:
     """Run the experiment `config` and write its outputs into `run_dir`; return metrics.json's
     data."""
+    started = time.perf_counter()
     run_dir, run = Path(run_dir), config.run
     device = resolve_device(run.device)
     torch.set_num_threads(resolve_threads(run.threads))
@@ -51,6 +56,14 @@ def run_experiment(config: RunConfig, run_dir: Path | str) -> dict:
     given = check_before_training(config, data)
     # A checkpoint that already forgot earlier requests carries them: they stay forgotten.
     split = with_history(split_from_config(data, config), given and given.history)
+    planted = None
+    if run.request.plant.share is not None:  # the copies benchmark's planted ground truth
+        split, planted = plant_copies(split, run.request.plant, run.seed)
+        log.info("planted %d copies of %d request samples in the retain set",
+                 len(planted.rows), len(np.unique(planted.source)))  # fmt: skip
+    copies = copy_check(config, split, run_dir)
+    if copies is not None:
+        copies.before_model()  # request.copies=refuse stops here when a hash finds copies
     record = RunRecord(run_dir, config, tag)
     record.update(split=split.describe(), device=str(device))
     if given is not None:
@@ -59,7 +72,15 @@ def run_experiment(config: RunConfig, run_dir: Path | str) -> dict:
     log_run(config, split, device)
     log_method_defaults(config.method, split.targets)
     with record.failures_recorded():
-        built = build_models(config, split, device, given)
+        after_original = None
+        if copies is not None:
+            after_original = lambda original: copies.with_original(original, device)  # noqa: E731
+        built = build_models(config, split, device, given, after_original)
+        if built.split is not split:  # request.copies=extend
+            split = built.split
+            record.update(split=split.describe())
+        if copies is not None:
+            record.update(copies=copies_record(copies, planted))
         models, method_metrics, ran_with = built.models, built.method_metrics, built.ran_with
         if ran_with is not config.method.options:  # memorising-original defaults replaced them
             record.set_method(config.method, ran_with)
@@ -76,13 +97,40 @@ def run_experiment(config: RunConfig, run_dir: Path | str) -> dict:
             method_metrics.update(add_ulira(rows, models, split, ran, device))
         if evaluation.plots:
             write_plots(run_dir / "plots", details, confidences, split, config.method.name)
-        write_outputs(run_dir, models["unlearned"], rows, config, split)
+            if copies is not None:
+                copies.write_plot(run_dir / "plots")
+        write_outputs(run_dir, models["unlearned"], rows, config, split,
+                      copies.caption() if copies is not None else "")  # fmt: skip
         status = "diverged" if method_metrics.get("diverged") else "completed"
         if status == "diverged":
             log.warning("%s diverged: the unlearned model is its last good weights; the result "
                         "is not trustworthy", config.method.name)  # fmt: skip
+        if copies is not None:  # the scan's share of the run's wall time
+            share = copies.seconds / (time.perf_counter() - started)
+            record.update(copies={**copies_record(copies, planted), "share_of_run": share})
         record.finish(status, models=rows, method_metrics=method_metrics, **details)
     return record.data
+
+
+def copy_check(config: RunConfig, split: ForgetSplit, run_dir: Path) -> CopyCheck | None:
+    """The request's copy scan (request.copies), its scans checked against the data and the
+    model; None when it is off."""
+    opts = config.run.request
+    if not opts.active:
+        return None
+    probe = build_model(config.model, split.data.input_shape, split.data.num_classes, 0)
+    scans = planned_scans(opts, split, probe)
+    return CopyCheck(opts, split, scans, run_dir, config.evaluation.options.batch_size)
+
+
+def copies_record(copies: CopyCheck, planted: Planted | None) -> dict:
+    """metrics.json's `copies`: the scan's summary, and with planted copies the detectors'
+    recall per augmentation and precision against that ground truth."""
+    summary = copies.summary()
+    if planted is not None:
+        summary["planted"] = {**planted.describe(),
+                              **detection_figures(planted, copies.pairs, copies.scans)}  # fmt: skip
+    return summary
 
 
 def check_before_training(config: RunConfig, data: ImageDataset) -> GivenOriginal | None:
@@ -187,8 +235,15 @@ def cost_words(ratio: float | None) -> str:
 
 
 def write_outputs(
-    run_dir: Path, unlearned: nn.Module, rows: dict, cfg: RunConfig, split: ForgetSplit
+    run_dir: Path,
+    unlearned: nn.Module,
+    rows: dict,
+    cfg: RunConfig,
+    split: ForgetSplit,
+    note: str = "",
 ) -> None:
+    """The unlearned checkpoint, metrics.csv and the run's table (`note`: a line for its
+    caption)."""
     save_checkpoint(
         unlearned,
         run_dir / "checkpoints" / "unlearned.safetensors",
@@ -225,6 +280,6 @@ def write_outputs(
     damage = utility_warning(rows)
     if damage:
         log.warning("%s", damage)
-    caption = "\n".join(w for w in (damage, unsuited_warning(cfg, split), caption) if w)
+    caption = "\n".join(w for w in (damage, unsuited_warning(cfg, split), note, caption) if w)
     out_console.print(metrics_by_model_table(frame, title, caption))
     log.info("results in %s", run_dir)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import logging
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,6 +64,7 @@ class BuiltModels:
     method_metrics: dict
     counts: dict[str, Cost | None]
     ran_with: Options
+    split: ForgetSplit  # the one the models were built for (a request extended by its copies)
 
 
 def given_original(config: RunConfig, data: ImageDataset) -> GivenOriginal | None:
@@ -82,7 +84,11 @@ def given_original(config: RunConfig, data: ImageDataset) -> GivenOriginal | Non
 
 
 def build_models(
-    config: RunConfig, split: ForgetSplit, device: torch.device, given: GivenOriginal | None = None
+    config: RunConfig,
+    split: ForgetSplit,
+    device: torch.device,
+    given: GivenOriginal | None = None,
+    after_original: Callable[[nn.Module], ForgetSplit] | None = None,
 ) -> BuiltModels:
     """The original (cached, or the user's `given` one), the retrained reference (cached) and
     the unlearned model, with their wall seconds, the method's own figures, the counted sample
@@ -91,9 +97,14 @@ def build_models(
     With `evaluation.noise_floor` a model retrained with the next seed joins them: how far two
     exact retrainings lie apart, the level below which no method can be told from retraining.
     With `evaluation.reference=none` nothing is retrained: there is no "retrain" model.
+    `after_original` sees the original before anything else is built and gives the split to
+    build them for (the copy scan: request.copies).
     """
     workshop = Workshop(config, split, device)
     original, cache_info = the_original(workshop, given)
+    if after_original is not None:
+        split = after_original(original)
+        workshop = Workshop(config, split, device)  # the same key parts: the original's stay
     evaluation = config.evaluation.options
     reference = None
     if evaluation.reference == "retrain":
@@ -126,7 +137,7 @@ def build_models(
         ctx.metrics.update(setup_seconds=ctx.untimed_seconds, setup_cost=ctx.untimed_cost.as_dict())
     order = ("original", "retrain", "unlearned", "retrain_other_seed")
     models = {k: models[k].to(device) for k in order if k in models}
-    return BuiltModels(models, seconds, {**ctx.metrics, **cache_info}, counts, ran_with)
+    return BuiltModels(models, seconds, {**ctx.metrics, **cache_info}, counts, ran_with, split)
 
 
 class Workshop:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+from unlearn_cli.copies.options import RequestOptions
 from unlearn_cli.data.builders import DATASETS
 from unlearn_cli.errors import UserError
 from unlearn_cli.evaluation.options import EVALUATIONS, EvaluationOptions
@@ -72,6 +73,10 @@ class RunOptions(Options):
     cache_dir: str = opt("outputs/cache", "trained models and dataset arrays, shared by all runs")
     original: OriginalOptions = field(
         default_factory=OriginalOptions, metadata={"help": "the model to unlearn"}
+    )
+    request: RequestOptions = field(
+        default_factory=RequestOptions,
+        metadata={"help": "the copy scan of the request (docs/copies.md)"},
     )
 
     @property
@@ -138,6 +143,11 @@ def validate_config(cfg: Mapping) -> RunConfig:
             raise UserError(
                 f"evaluation={config.evaluation.name} is not run on streams yet "
                 "(its shadow models forget one request); use evaluation=default"
+            )
+        if run.request.copies in ("extend", "refuse") or run.request.plant.share is not None:
+            raise UserError(
+                "request.copies=extend|refuse and request.plant apply to single requests; "
+                "streams are not scanned for copies yet (request.copies=report or off)"
             )
     check_writable(Path(run.cache_dir), "cache_dir", read_only_ok=True)
     return config

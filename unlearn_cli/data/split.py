@@ -48,6 +48,9 @@ class ForgetSplit:
     # A stream with learn steps: training rows held out of the original and not learned yet.
     # The model never saw them; they are in neither forget nor retain.
     unseen_idx: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    # Copies planted in the retain set (request.plant, copies/plant.py): the copies benchmark's
+    # ground truth; `copies_acc` is the accuracy on those the retain set still holds.
+    planted_idx: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
 
     @property
     def scenario(self) -> str:

@@ -170,6 +170,21 @@ def stream(ev: Evaluation) -> Rows:
 
 
 @CATALOGUE.family(
+    "copies",
+    Metric("copies_acc", "%", "accuracy on the planted copies of the request the retain set "
+           "still holds (request.plant): the hidden channel through which a model keeps knowing "
+           "a request whose copies it trained on", needs="request.plant", report="main"),
+    when=lambda ev: len(np.intersect1d(ev.split.planted_idx, ev.split.retain_idx)) > 0,
+)  # fmt: skip
+def copies(ev: Evaluation) -> Rows:
+    rows = torch.as_tensor(np.intersect1d(ev.split.planted_idx, ev.split.retain_idx))
+    x, y = ev.split.data.x_train[rows], ev.split.data.y_train[rows]
+    batch = ev.options.batch_size
+    return {role: {"copies_acc": percent_correct(predict_logits(model, x, ev.device, batch), y)}
+            for role, model in ev.models.items()}  # fmt: skip
+
+
+@CATALOGUE.family(
     "closeness",
     Metric("agree_forget", "%", "forget samples on which the model predicts retrain's class",
            needs=REFERENCE),

@@ -171,3 +171,23 @@ def stream_methods_plot(table: pd.DataFrame, title: str, path: Path) -> Path:
     fig.suptitle(f"{title}: mean ± std over seeds")
     fig.tight_layout()
     return save(fig, path)
+
+
+def copy_pairs_plot(forget: np.ndarray, copies: np.ndarray, titles: list[str], path: Path) -> Path:
+    """Request samples (top row) above the copies found of them (bottom row): uint8 images
+    (n, C, H, W), one column per pair, titled with the kind and distance."""
+    n = len(forget)
+    fig, axes = plt.subplots(2, n, figsize=(1.3 * n, 3.0), squeeze=False)
+    for col in range(n):
+        for row, images in enumerate((forget, copies)):
+            ax = axes[row, col]
+            image = images[col]
+            shown = image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0)
+            ax.imshow(shown, cmap="gray" if image.shape[0] == 1 else None, vmin=0, vmax=255)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[0, col].set_title(titles[col], fontsize=7)
+    axes[0, 0].set_ylabel("request", fontsize=8)
+    axes[1, 0].set_ylabel("copy", fontsize=8)
+    fig.tight_layout()
+    return save(fig, path)

@@ -66,6 +66,9 @@ def run_stream(config: RunConfig, run_dir: Path | str) -> dict:
         raise UserError("original.checkpoint already forgot earlier requests; a stream on it "
                         "is not supported yet: put those requests first in the stream, or "
                         "run its requests one by one through original.checkpoint")  # fmt: skip
+    if run.request.active:
+        log.info("the copy scan (request.copies) runs on single requests; streams are not "
+                 "scanned yet")  # fmt: skip
     record = RunRecord(run_dir, config, forget_tag_of(config))
     record.update(stream=describe_plan(plan), device=str(device))
     log.info("%s on %s/%s: a stream of %d requests (%s), device %s", config.method.name,

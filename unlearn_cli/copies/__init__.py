@@ -1,0 +1,1 @@
+"""Copies of a deletion request in the data the model keeps: found, reported, forgotten too."""
