@@ -110,8 +110,8 @@ def test_every_condition_names_a_real_option():
                 assert value in EVALUATIONS.names(), metric.name
             elif key == "method":
                 assert value in METHODS.names(), metric.name
-            elif key == "stream":  # the config group: measured in a stream's steps
-                assert not value, metric.name
+            elif key in ("stream", "corruption"):  # measured in a stream's steps, or on a
+                assert not value, metric.name  # corrective request (the corruption node)
             elif key.startswith("request."):  # a run option: request.plant (copies/options.py)
                 from unlearn_cli.copies.options import RequestOptions
 

@@ -20,6 +20,7 @@ from torch import nn
 from unlearn_cli.console import out_console
 from unlearn_cli.copies.plant import Planted, detection_figures, plant_copies
 from unlearn_cli.copies.request import CopyCheck, planned_scans
+from unlearn_cli.corruption.request import corrective_split
 from unlearn_cli.data import ForgetSplit, ImageDataset, load_dataset
 from unlearn_cli.data.spec import forget_tag_of, split_from_config
 from unlearn_cli.device import resolve_device, resolve_threads
@@ -55,7 +56,10 @@ def run_experiment(config: RunConfig, run_dir: Path | str) -> dict:
     data = load_dataset(config.dataset, run.cache_dir)
     given = check_before_training(config, data)
     # A checkpoint that already forgot earlier requests carries them: they stay forgotten.
-    split = with_history(split_from_config(data, config), given and given.history)
+    if run.corruption.active:  # corrective unlearning: manipulated data, a partial request
+        split = corrective_split(config, data, device)
+    else:
+        split = with_history(split_from_config(data, config), given and given.history)
     planted = None
     if run.request.plant.share is not None:  # the copies benchmark's planted ground truth
         split, planted = plant_copies(split, run.request.plant, run.seed)
@@ -66,6 +70,8 @@ def run_experiment(config: RunConfig, run_dir: Path | str) -> dict:
         copies.before_model()  # request.copies=refuse stops here when a hash finds copies
     record = RunRecord(run_dir, config, tag)
     record.update(split=split.describe(), device=str(device))
+    if split.corruption is not None:  # the ground truth of a corrective request
+        record.update(corruption=split.corruption.describe(split.data.classes))
     if given is not None:
         record.update(original_checkpoint={"path": run.original.checkpoint,
                                            "sha256": given.sha256})  # fmt: skip
@@ -163,6 +169,7 @@ def role_labels(method: str) -> dict[str, str]:
         "original": "original",
         "retrain": "retrain",
         "retrain_other_seed": "retrain, other seed",
+        "retrain_clean": "retrain without every manipulated sample",
         "unlearned": f"unlearned ({method})",
     }
 

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from unlearn_cli.cache import CachedModel, ModelCache, cache_key, model_key
+from unlearn_cli.corruption.manipulate import without_every_manipulated
 from unlearn_cli.cost import Cost, attach_counter
 from unlearn_cli.data import ForgetSplit, ImageDataset
 from unlearn_cli.data.builders import dataset_key
@@ -130,12 +131,16 @@ def build_models(
         if evaluation.noise_floor:
             models["retrain_other_seed"] = workshop.retrained(config.run.seed + 1, original).model
             seconds["retrain_other_seed"], counts["retrain_other_seed"] = None, None
+        if split.corruption is not None:  # the model the user wanted: no manipulated sample
+            wanted = Workshop(config, without_every_manipulated(split), workshop.device)
+            models["retrain_clean"] = wanted.retrained(config.run.seed, original).model
+            seconds["retrain_clean"], counts["retrain_clean"] = None, None
         cache_info.update(retrain_hit=reference.hit,
                           retrain_time_measured="this run" if not reference.hit
                           else "when its cache entry was made")  # fmt: skip
     if ctx.untimed_seconds:
         ctx.metrics.update(setup_seconds=ctx.untimed_seconds, setup_cost=ctx.untimed_cost.as_dict())
-    order = ("original", "retrain", "unlearned", "retrain_other_seed")
+    order = ("original", "retrain", "retrain_clean", "unlearned", "retrain_other_seed")
     models = {k: models[k].to(device) for k in order if k in models}
     return BuiltModels(models, seconds, {**ctx.metrics, **cache_info}, counts, ran_with, split)
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from unlearn_cli.copies.options import RequestOptions
+from unlearn_cli.corruption.options import CorruptionOptions
 from unlearn_cli.data.builders import DATASETS
 from unlearn_cli.errors import UserError
 from unlearn_cli.evaluation.options import EVALUATIONS, EvaluationOptions
@@ -78,17 +79,32 @@ class RunOptions(Options):
         default_factory=RequestOptions,
         metadata={"help": "the copy scan of the request (docs/copies.md)"},
     )
+    corruption: CorruptionOptions = field(
+        default_factory=CorruptionOptions,
+        metadata={"help": "manipulated training data and a partial request (docs/corrective.md)"},
+    )
 
     @property
     def targets(self) -> str:
         """What the run forgets: `class` (forget_class, or the dataset's default class) or
-        `samples` (a random share or a forget list); it picks per-scenario method defaults."""
-        return "class" if self.forget_fraction is None and self.forget_indices_file is None \
-            else "samples"  # fmt: skip
+        `samples` (a random share, a forget list, or the manipulated samples a corrective
+        request names); it picks per-scenario method defaults."""
+        samples = self.forget_fraction is not None or self.forget_indices_file is not None
+        return "samples" if samples or self.corruption.active else "class"
 
     def check(self, where: str) -> None:
         given = [k for k in ("forget_class", "forget_fraction", "forget_indices_file")
                  if getattr(self, k) is not None]  # fmt: skip
+        if self.corruption.active and given:
+            kind, dropped = self.corruption.kind, " and ".join(given)
+            raise UserError(f"corruption.kind={kind} makes its own request (the identified "
+                            f"manipulated samples); drop {dropped}")  # fmt: skip
+        if self.corruption.active and self.original.checkpoint is not None:
+            raise UserError("corruption trains its own manipulated original; drop "
+                            "original.checkpoint")  # fmt: skip
+        if self.corruption.active and self.request.plant.share is not None:
+            raise UserError("request.plant and corruption both change the training data; "
+                            "give one")  # fmt: skip
         if len(given) > 1:
             raise UserError("give only one of forget_class, forget_fraction, "
                             f"forget_indices_file (got {' and '.join(given)})")  # fmt: skip
@@ -144,6 +160,8 @@ def validate_config(cfg: Mapping) -> RunConfig:
                 f"evaluation={config.evaluation.name} is not run on streams yet "
                 "(its shadow models forget one request); use evaluation=default"
             )
+        if run.corruption.active:
+            raise UserError("corruption applies to a single request; drop stream")
         if run.request.copies in ("extend", "refuse") or run.request.plant.share is not None:
             raise UserError(
                 "request.copies=extend|refuse and request.plant apply to single requests; "

@@ -18,7 +18,8 @@ def forget_tag_of(config: RunConfig) -> str:
     return forget_tag(run.forget_class, run.forget_fraction,
                       config.dataset.options.default_forget_class, run.forget_indices_file,
                       run.forget_within, stream.name, stream.options.file,
-                      stream.options.steps)  # fmt: skip
+                      stream.options.steps, run.corruption.kind,
+                      run.corruption.identified)  # fmt: skip
 
 
 def split_from_config(data: ImageDataset, config: RunConfig) -> ForgetSplit:

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -51,6 +52,9 @@ class ForgetSplit:
     # Copies planted in the retain set (request.plant, copies/plant.py): the copies benchmark's
     # ground truth; `copies_acc` is the accuracy on those the retain set still holds.
     planted_idx: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    # Corrective unlearning (corruption/manipulate.py): the manipulated rows, their true labels
+    # and the ones the request names; the corruption metrics read it.
+    corruption: Any = None
 
     @property
     def scenario(self) -> str:
@@ -156,10 +160,14 @@ def forget_tag(
     stream: object = None,
     stream_file: object = None,
     stream_steps: object = None,
+    corruption: object = None,
+    identified: object = None,
 ) -> str:
     """Folder-name tag of a forget spec: 'elephant', 'cat+dog', 'random0.1', 'list-request7',
-    or a stream's: 'stream-random4', 'stream-mysteps' (stream.file=mysteps.yaml),
-    'stream-steps' (steps given on the command line)."""
+    a stream's: 'stream-random4', 'stream-mysteps' (stream.file=mysteps.yaml), 'stream-steps'
+    (steps given on the command line), or a corrective request's: 'poison-identified0.5'."""
+    if corruption not in (None, "none"):
+        return f"{corruption}-identified{identified}"
     if stream_file is not None:
         return f"stream-{Path(str(stream_file)).stem}"
     if stream not in (None, "none"):

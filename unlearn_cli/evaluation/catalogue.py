@@ -10,6 +10,8 @@ docs/metrics.md.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -182,6 +184,57 @@ def copies(ev: Evaluation) -> Rows:
     batch = ev.options.batch_size
     return {role: {"copies_acc": percent_correct(predict_logits(model, x, ev.device, batch), y)}
             for role, model in ev.models.items()}  # fmt: skip
+
+
+@CATALOGUE.family(
+    "corruption",
+    Metric("acc_corr", "%", "corrective unlearning: accuracy on the affected domain, patched "
+           "test images of the other classes against their true labels (poison) or the two "
+           "swapped classes' test images (confusion)", needs="corruption", report="main"),
+    Metric("attack_success", "%", "poison: patched test images of the other classes that the "
+           "model gives the target class", needs="corruption", report="main"),
+    Metric("acc_retain", "%", "corrective unlearning: clean accuracy elsewhere, the clean test "
+           "images (poison) or the other classes' (confusion)", needs="corruption",
+           report="main"),
+    Metric("left_manip_acc", "%", "the manipulated samples the request missed (still in the "
+           "retain set), given their manipulated label: how much the model still follows the "
+           "manipulation", needs="corruption", report="main"),
+    Metric("gap_clean", "%", "mean |m - m_clean| over acc_corr, acc_retain (and attack_success) "
+           "against the model retrained without every manipulated sample", needs="corruption",
+           report="main"),
+    when=lambda ev: ev.split.corruption is not None,
+)  # fmt: skip
+def corruption(ev: Evaluation) -> Rows:
+    manipulation, data, batch = ev.split.corruption, ev.split.data, ev.options.batch_size
+    views: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    x_test, y_test = data.x_test, data.y_test
+    if manipulation.kind == "poison":
+        others = y_test != manipulation.target
+        views["acc_corr"] = (manipulation.patched(x_test[others], data), y_test[others])
+        views["acc_retain"] = (x_test, y_test)
+    else:
+        pair = torch.isin(y_test, torch.as_tensor(manipulation.classes))
+        views["acc_corr"] = (x_test[pair], y_test[pair])
+        views["acc_retain"] = (x_test[~pair], y_test[~pair])
+    left = torch.as_tensor(np.intersect1d(manipulation.left, ev.split.retain_idx))
+    rows: Rows = {}
+    for role, model in ev.models.items():
+        row = {name: percent_correct(predict_logits(model, x, ev.device, batch), y)
+               for name, (x, y) in views.items()}  # fmt: skip
+        if manipulation.kind == "poison":
+            x, y = views["acc_corr"]
+            hit = predict_logits(model, x, ev.device, batch).argmax(dim=1) == manipulation.target
+            row["attack_success"] = 100.0 * hit.double().mean().item() if len(y) else math.nan
+        row["left_manip_acc"] = (percent_correct(predict_logits(
+            model, data.x_train[left], ev.device, batch), data.y_train[left])
+            if len(left) else math.nan)  # fmt: skip
+        rows[role] = row
+    if "retrain_clean" in rows:
+        wanted = rows["retrain_clean"]
+        keys = [k for k in ("acc_corr", "acc_retain", "attack_success") if k in wanted]
+        for row in rows.values():
+            row["gap_clean"] = float(np.mean([abs(row[k] - wanted[k]) for k in keys]))
+    return rows
 
 
 @CATALOGUE.family(

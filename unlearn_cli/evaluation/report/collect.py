@@ -27,7 +27,9 @@ GROUP = [*CELL, "method"]
 ORIGINAL = "original (no unlearning)"
 FLOOR = "retrain, other seed"
 FLOOR_ROLE = "retrain_other_seed"  # model role in metrics.json
-REFERENCE_ROLES = {"original": ORIGINAL, "retrain": "retrain", FLOOR_ROLE: FLOOR}
+CLEAN = "retrain without every manipulated sample"  # corrective runs: the model wanted
+REFERENCE_ROLES = {"original": ORIGINAL, "retrain": "retrain", FLOOR_ROLE: FLOOR,
+                   "retrain_clean": CLEAN}  # fmt: skip
 
 
 def aggregated() -> tuple[str, ...]:
