@@ -163,11 +163,16 @@ def cost(ev: Evaluation) -> Rows:
     when=lambda ev: len(ev.split.earlier_idx) > 0,
 )  # fmt: skip
 def stream(ev: Evaluation) -> Rows:
-    rows = torch.as_tensor(ev.split.earlier_idx)
-    x, y = ev.split.data.x_train[rows], ev.split.data.y_train[rows]
+    return {role: {"UA_earlier": 100.0 - acc}
+            for role, acc in accuracy_on_rows(ev, ev.split.earlier_idx).items()}  # fmt: skip
+
+
+def accuracy_on_rows(ev: Evaluation, rows: np.ndarray) -> dict[str, float]:
+    """Each model's accuracy (%) on training rows `rows`, against their training labels."""
+    index = torch.as_tensor(rows)
+    x, y = ev.split.data.x_train[index], ev.split.data.y_train[index]
     batch = ev.options.batch_size
-    return {role: {"UA_earlier": 100.0 - percent_correct(predict_logits(model, x, ev.device, batch),
-                                                         y)}
+    return {role: percent_correct(predict_logits(model, x, ev.device, batch), y)
             for role, model in ev.models.items()}  # fmt: skip
 
 
@@ -179,11 +184,8 @@ def stream(ev: Evaluation) -> Rows:
     when=lambda ev: len(np.intersect1d(ev.split.planted_idx, ev.split.retain_idx)) > 0,
 )  # fmt: skip
 def copies(ev: Evaluation) -> Rows:
-    rows = torch.as_tensor(np.intersect1d(ev.split.planted_idx, ev.split.retain_idx))
-    x, y = ev.split.data.x_train[rows], ev.split.data.y_train[rows]
-    batch = ev.options.batch_size
-    return {role: {"copies_acc": percent_correct(predict_logits(model, x, ev.device, batch), y)}
-            for role, model in ev.models.items()}  # fmt: skip
+    left = np.intersect1d(ev.split.planted_idx, ev.split.retain_idx)
+    return {role: {"copies_acc": acc} for role, acc in accuracy_on_rows(ev, left).items()}
 
 
 @CATALOGUE.family(
@@ -216,7 +218,8 @@ def corruption(ev: Evaluation) -> Rows:
         pair = torch.isin(y_test, torch.as_tensor(manipulation.classes))
         views["acc_corr"] = (x_test[pair], y_test[pair])
         views["acc_retain"] = (x_test[~pair], y_test[~pair])
-    left = torch.as_tensor(np.intersect1d(manipulation.left, ev.split.retain_idx))
+    left = np.intersect1d(manipulation.left, ev.split.retain_idx)
+    followed = accuracy_on_rows(ev, left) if len(left) else {}
     rows: Rows = {}
     for role, model in ev.models.items():
         row = {name: percent_correct(predict_logits(model, x, ev.device, batch), y)
@@ -225,9 +228,7 @@ def corruption(ev: Evaluation) -> Rows:
             x, y = views["acc_corr"]
             hit = predict_logits(model, x, ev.device, batch).argmax(dim=1) == manipulation.target
             row["attack_success"] = 100.0 * hit.double().mean().item() if len(y) else math.nan
-        row["left_manip_acc"] = (percent_correct(predict_logits(
-            model, data.x_train[left], ev.device, batch), data.y_train[left])
-            if len(left) else math.nan)  # fmt: skip
+        row["left_manip_acc"] = followed.get(role, math.nan)
         rows[role] = row
     if "retrain_clean" in rows:
         wanted = rows["retrain_clean"]
