@@ -137,7 +137,7 @@ def test_extend_keeps_the_copies_out_of_the_oracle(make_cfg, tmp_path, monkeypat
     data = run_experiment(validate_config(make_cfg(*DIGITS, *plant)), tmp_path / "report")
     assert data["copies"]["num_request_copies"] == copies["extended_by"]
     assert data["copies"]["extended_by"] == 0
-    assert "copies_acc" in data["models"]["retrain"]
+    assert "copies_acc" in data["models"]["retrain"] and "UA_copied" in data["models"]["retrain"]
 
 
 def test_refuse_stops_before_any_training(run_cli, tmp_path):

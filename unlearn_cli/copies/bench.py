@@ -143,6 +143,7 @@ def effect(seeds: list[int], share: float, extra: list[str]) -> pd.DataFrame:
                 retrain = result["models"]["retrain"]
                 rows.append({"scenario": scenario, "seed": seed, "copies": mode,
                              "UA": retrain["UA"], "MIA": retrain["MIA"],
+                             "UA_copied": retrain.get("UA_copied", float("nan")),
                              "copies_acc": retrain.get("copies_acc", float("nan")),
                              "extended_by": result["copies"]["extended_by"]})  # fmt: skip
                 print(f"effect: {scenario} seed {seed} {mode} done")
@@ -160,12 +161,21 @@ def mean_std(values: pd.Series) -> str:
 
 def markdown(detectors: pd.DataFrame, speed: pd.DataFrame, effects: pd.DataFrame,
              seeds: list[int], share: float) -> str:  # fmt: skip
+    """The section: the parts measured (an empty frame is a part left out)."""
     lines = [START, "## Copies of a request (docs/copies.md)", "",
              f"`python -m unlearn_cli.copies.bench` (run by `make bench`), machine: "
              f"{machine_description()}; {torch.get_num_threads()} torch threads. animal_mnist, "
              f"report seeds {', '.join(map(str, seeds))}, {share:.0%} of the request given 1-3 "
              "planted copies each (`request.plant`), the default thresholds (chosen on the "
              "tuning seeds 0 and 1). Mean ± std over the seeds.", ""]  # fmt: skip
+    lines += detector_lines(detectors) + speed_lines(speed) + effect_lines(effects)
+    return "\n".join([*lines, END]) + "\n"
+
+
+def detector_lines(detectors: pd.DataFrame) -> list[str]:
+    if detectors.empty:
+        return []
+    lines = []
     for scenario in SCENARIOS:
         part = detectors[detectors["scenario"] == scenario]
         lines += [f"### Detectors, {scenario}: recall per augmentation, precision", "",
@@ -176,34 +186,43 @@ def markdown(detectors: pd.DataFrame, speed: pd.DataFrame, effects: pd.DataFrame
                      for what in (*AUGMENTATIONS, "precision")]  # fmt: skip
             lines.append(f"| {scan} | " + " | ".join(cells) + " |")
         lines.append("")
-    lines += ["Precision counts a pair as right when it is a planted copy of that sample or an "
-              "exact duplicate (animal_mnist's own copies); `any` is the union of the scans, "
-              "what a run reports.", "",
-              "### Scan speed (synthetic 28x28 shapes, median seconds)", "",
-              "| retain images | request | " + " | ".join(SCANS) + " | total |",
-              "|---:|---:|" + "---:|" * (len(SCANS) + 1)]  # fmt: skip
+    return lines + ["Precision counts a pair as right when it is a planted copy of that sample "
+                    "or an exact duplicate (animal_mnist's own copies); `any` is the union of "
+                    "the scans, what a run reports.", ""]  # fmt: skip
+
+
+def speed_lines(speed: pd.DataFrame) -> list[str]:
+    if speed.empty:
+        return []
+    lines = ["### Scan speed (synthetic 28x28 shapes, median seconds)", "",
+             "| retain images | request | " + " | ".join(SCANS) + " | total |",
+             "|---:|---:|" + "---:|" * (len(SCANS) + 1)]  # fmt: skip
     for (retain, request), part in speed.groupby(["retain", "request"], sort=True):
         secs = part.set_index("scan")["seconds"]
         lines.append(f"| {retain:,} | {request:,} | "
                      + " | ".join(f"{secs[s]:.2f}" for s in SCANS)
                      + f" | {secs.sum():.2f} |")  # fmt: skip
-    lines += ["", "The feature scan includes the forward pass of the default CNN over every "
-              "image (untrained here: only its cost matters).", "",
-              "### Effect: the oracle with and without the copies (`method=retrain`)", "",
-              "| scenario | request.copies | extended by | UA | MIA | copies_acc |",
-              "|---|---|---:|---:|---:|---:|"]  # fmt: skip
+    return lines + ["", "The feature scan includes the forward pass of the default CNN over "
+                    "every image (untrained here: only its cost matters).", ""]  # fmt: skip
+
+
+def effect_lines(effects: pd.DataFrame) -> list[str]:
+    if effects.empty:
+        return []
+    lines = ["### Effect: the oracle with and without the copies (`method=retrain`)", "",
+             "| scenario | request.copies | extended by | UA | UA_copied | MIA | copies_acc |",
+             "|---|---|---:|---:|---:|---:|---:|"]  # fmt: skip
     for (scenario, mode), part in effects.groupby(["scenario", "copies"], sort=False):
         lines.append(f"| {scenario} | {mode} | {mean_std(part['extended_by'])} | "
-                     f"{mean_std(part['UA'])} | {mean_std(part['MIA'])} | "
-                     f"{mean_std(part['copies_acc'])} |")  # fmt: skip
-    lines += ["", "With `report` the retrained oracle trains on the copies of the request; with "
-              "`extend` it does not: the gap in UA and MIA between the two rows is what the "
-              "copies hide. `copies_acc` is measured on the planted copies the retain set still "
-              "holds (under `extend`, the few the scan missed). On class requests the planted "
-              "copies are hidden members under other labels, which no oracle predicts as the "
-              "class: UA cannot show them, and they are reported, never forgotten.",
-              END]  # fmt: skip
-    return "\n".join(lines) + "\n"
+                     f"{mean_std(part['UA'])} | {mean_std(part['UA_copied'])} | "
+                     f"{mean_std(part['MIA'])} | {mean_std(part['copies_acc'])} |")  # fmt: skip
+    return lines + ["", "With `report` the retrained oracle trains on the copies of the request; "
+                    "with `extend` it does not. `UA_copied` is UA on the request's samples that "
+                    "have planted copies, where the copies act; `copies_acc` is measured on the "
+                    "planted copies the retain set still holds (under `extend`, the few the scan "
+                    "missed). On class requests the planted copies are hidden members under "
+                    "other labels, which no oracle predicts as the class: UA cannot show them, "
+                    "and they are reported, never forgotten."]  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -214,12 +233,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--retain", type=int, nargs="+", default=[10_000, 30_000, 100_000])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--markdown", type=Path, help="update this file's copies section")
+    parser.add_argument(
+        "--parts",
+        nargs="+",
+        default=["detectors", "effect", "speed"],
+        choices=["detectors", "effect", "speed"],
+        help="what to measure (the section shows what was measured)",
+    )
     parser.add_argument("overrides", nargs="*", help="config overrides (threads=1, ...)")
     opts = parser.parse_args(argv)
     torch.set_num_threads(resolve_threads(config_for(*opts.overrides).run.threads))
-    detectors = detector_figures(opts.seeds, opts.share, opts.overrides)
-    effects = effect(opts.seeds, opts.share, opts.overrides)
-    speed = scan_speed(opts.retain, 1_000, opts.repeats)
+    parts = set(opts.parts)
+    detectors = detector_figures(opts.seeds, opts.share, opts.overrides) \
+        if "detectors" in parts else pd.DataFrame()  # fmt: skip
+    effects = effect(opts.seeds, opts.share, opts.overrides) if "effect" in parts \
+        else pd.DataFrame()  # fmt: skip
+    speed = scan_speed(opts.retain, 1_000, opts.repeats) if "speed" in parts else pd.DataFrame()
     section = markdown(detectors, speed, effects, opts.seeds, opts.share)
     print(section)
     if opts.markdown:

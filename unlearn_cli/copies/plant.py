@@ -84,7 +84,7 @@ def plant_copies(split: ForgetSplit, opts: PlantOptions, seed: int) -> tuple[For
     )  # fmt: skip
     planted_split = dataclasses.replace(
         split, data=planted_data, retain_idx=np.concatenate([split.retain_idx, rows]),
-        planted_idx=rows,
+        planted_idx=rows, planted_sources=np.unique(source),
     )  # fmt: skip
     return planted_split, Planted(rows, source, how)
 

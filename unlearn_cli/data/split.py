@@ -52,6 +52,7 @@ class ForgetSplit:
     # Copies planted in the retain set (request.plant, copies/plant.py): the copies benchmark's
     # ground truth; `copies_acc` is the accuracy on those the retain set still holds.
     planted_idx: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    planted_sources: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
     # Corrective unlearning (corruption/manipulate.py): the manipulated rows, their true labels
     # and the ones the request names; the corruption metrics read it.
     corruption: Any = None

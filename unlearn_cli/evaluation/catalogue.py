@@ -181,11 +181,22 @@ def accuracy_on_rows(ev: Evaluation, rows: np.ndarray) -> dict[str, float]:
     Metric("copies_acc", "%", "accuracy on the planted copies of the request the retain set "
            "still holds (request.plant): the hidden channel through which a model keeps knowing "
            "a request whose copies it trained on", needs="request.plant", report="main"),
-    when=lambda ev: len(np.intersect1d(ev.split.planted_idx, ev.split.retain_idx)) > 0,
+    Metric("UA_copied", "%", "UA on the request's samples that have planted copies "
+           "(request.plant): where copies left in the retain set keep a retrained model knowing "
+           "the request", needs="request.plant", report="main"),
+    when=lambda ev: len(ev.split.planted_idx) > 0,
 )  # fmt: skip
 def copies(ev: Evaluation) -> Rows:
+    rows: Rows = {role: {} for role in ev.models}
     left = np.intersect1d(ev.split.planted_idx, ev.split.retain_idx)
-    return {role: {"copies_acc": acc} for role, acc in accuracy_on_rows(ev, left).items()}
+    if len(left):
+        for role, acc in accuracy_on_rows(ev, left).items():
+            rows[role]["copies_acc"] = acc
+    sources = np.intersect1d(ev.split.planted_sources, ev.split.forget_idx)
+    if len(sources):
+        for role, acc in accuracy_on_rows(ev, sources).items():
+            rows[role]["UA_copied"] = 100.0 - acc
+    return rows
 
 
 @CATALOGUE.family(
