@@ -159,13 +159,17 @@ def stream_methods_plot(table: pd.DataFrame, title: str, path: Path) -> Path:
                 continue
             part = part.sort_values("step")
             i = methods.index(method)
-            ax.errorbar(part["step"], part[metric], yerr=part.get(f"{metric}_std"),
+            std = part.get(f"{metric}_std")
+            if std is not None:  # no bar below 0: these figures are never negative
+                std = np.vstack([np.minimum(std.fillna(0), part[metric]), std.fillna(0)])
+            ax.errorbar(part["step"], part[metric], yerr=std,
                         marker="osv^D<>ph*"[i % 10], color=colours(i % 20), capsize=3,
                         label=method)  # fmt: skip
         ax.set_xlabel("step")
         ax.set_xticks(sorted(table["step"].unique()))
         ax.set_title(panel)
     axes[0].set_yscale("symlog", linthresh=1.0)  # gaps from ~0 (retrain) to tens of points
+    axes[0].set_ylim(bottom=0)
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7)
     fig.suptitle(f"{title}: mean ± std over seeds")

@@ -182,11 +182,23 @@ def write_plots(table: pd.DataFrame, folder: Path) -> list[Path]:
     written = [metric_bars(table, folder / "metric_bars.png"),
                tradeoff_scatter(table, folder / "tradeoff.png")]  # fmt: skip
     cells = stream_steps(table).groupby(["dataset", "model", "stream"], sort=False)
-    for i, ((dataset, model, stream), part) in enumerate(cells):
-        name = f"{stream}.png" if i == 0 else f"{stream}-{i + 1}.png"  # several datasets
+    seen: set[str] = set()
+    for (dataset, model, stream), part in cells:
+        # the first cell of a stream is stream-<name>.png; others (another dataset or variant)
+        # add what tells them apart
+        name = stream if stream not in seen else f"{stream}-{slug(dataset)}-{slug(model)}"
+        seen.add(stream)
         written.append(stream_methods_plot(part, f"{dataset} / {model} / {stream}",
-                                           folder / name))  # fmt: skip
+                                           folder / f"{name}.png"))  # fmt: skip
     return written
+
+
+def slug(text: str) -> str:
+    """A file-name-safe form of a dataset or model label (`cnn[train.epochs=40]` -> `cnn-
+    train.epochs-40`)."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._]+", "-", text).strip("-")
 
 
 def write_report(
