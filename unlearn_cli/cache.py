@@ -33,6 +33,7 @@ from torch import nn
 
 from unlearn_cli.atomic import make_folder, temp_folder, write_failed
 from unlearn_cli.cost import Cost, counting
+from unlearn_cli.curves import recording, replay
 from unlearn_cli.errors import UserError, WriteFailed
 from unlearn_cli.models.checkpoint import (
     file_sha256,
@@ -112,13 +113,14 @@ class ModelCache:
             log.info("cache miss: training the %s model (entry %s)", kind, entry.name)
             staging = self.staging_dir(entry.name)
             start = time.perf_counter()
-            with counting() as cost:
+            with counting() as cost, recording(kind, loop="train") as curves:
                 model = make(staging)
             # A training resumed from staging's checkpoints carries the killed runs' seconds.
             seconds = time.perf_counter() - start + cost.resumed_seconds
             stored = self._store(entry, model, {"kind": kind, "parts": parts,
                                                 "train_seconds": seconds,
-                                                "cost": cost.as_dict()})  # fmt: skip
+                                                "cost": cost.as_dict(),
+                                                "curves": curves.rows})  # fmt: skip
             if stored:
                 shutil.rmtree(staging, ignore_errors=True)
         finally:
@@ -155,6 +157,7 @@ class ModelCache:
             shutil.rmtree(entry, ignore_errors=True)
             return None
         log.info("cache hit: %s model from %s", kind, entry)
+        replay(meta.get("curves", []), kind)  # entries stored before curves were kept have none
         counts = meta.get("cost", {})
         cost = Cost(int(counts.get("grad_samples", 0)), int(counts.get("forward_samples", 0)))
         return CachedModel(model, float(meta["train_seconds"]), True, entry, cost)

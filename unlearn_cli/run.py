@@ -21,6 +21,7 @@ from unlearn_cli.console import out_console
 from unlearn_cli.copies.plant import Planted, detection_figures, plant_copies
 from unlearn_cli.copies.request import CopyCheck, planned_scans
 from unlearn_cli.corruption.request import corrective_split
+from unlearn_cli.curves import recording, write_curves
 from unlearn_cli.data import ForgetSplit, ImageDataset, load_dataset
 from unlearn_cli.data.spec import forget_tag_of, split_from_config
 from unlearn_cli.device import resolve_device, resolve_threads
@@ -81,7 +82,9 @@ def run_experiment(config: RunConfig, run_dir: Path | str) -> dict:
         after_original = None
         if copies is not None:
             after_original = lambda original: copies.with_original(original, device)  # noqa: E731
-        built = build_models(config, split, device, given, after_original)
+        with recording("run") as curves:  # every training loop's curve (curves.csv)
+            built = build_models(config, split, device, given, after_original)
+        write_curves(run_dir, curves)
         if built.split is not split:  # request.copies=extend
             split = built.split
             record.update(split=split.describe())

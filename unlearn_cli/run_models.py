@@ -21,6 +21,7 @@ from torch import nn
 from unlearn_cli.cache import CachedModel, ModelCache, cache_key, model_key
 from unlearn_cli.corruption.manipulate import without_every_manipulated
 from unlearn_cli.cost import Cost, attach_counter
+from unlearn_cli.curves import recording
 from unlearn_cli.data import ForgetSplit, ImageDataset
 from unlearn_cli.data.builders import dataset_key
 from unlearn_cli.fingerprint import short_hash
@@ -233,7 +234,8 @@ def unlearn_model(
                   "method": method_options(method, opts)}  # fmt: skip
     staging = workshop.cache.staging_dir(f"method-{method.name}-{cache_key(method_key)}")
     ctx = workshop.context(staging=staging)
-    done = timed_unlearning(method.name, opts, model, split, ctx)
+    with recording("unlearned"):  # the method's own loops' losses (curves.csv)
+        done = timed_unlearning(method.name, opts, model, split, ctx)
     shutil.rmtree(staging, ignore_errors=True)  # finished: nothing left to resume
     if not gives_finite_outputs(done.model, split, device):
         # The method left NaN/inf weights or outputs that its own guard (if any) did not catch:

@@ -21,6 +21,7 @@ from torch import nn
 
 from unlearn_cli.console import progress_bar
 from unlearn_cli.cost import Cost, counting
+from unlearn_cli.curves import record
 from unlearn_cli.data.feed import IN_MEMORY, TrainingFeed, augment_batch, batch_stream
 from unlearn_cli.errors import TrainingDiverged
 from unlearn_cli.options import (
@@ -119,11 +120,15 @@ def train_full_batch_lbfgs(
                                   tolerance_grad=1e-9, tolerance_change=1e-12,
                                   line_search_fn="strong_wolfe")  # fmt: skip
 
+    last_logits: list[torch.Tensor] = []  # the closure's last forward pass: the step's accuracy
+
     def closure() -> torch.Tensor:
         optimizer.zero_grad(set_to_none=True)
         l2 = sum(p.pow(2).sum() for p in model.parameters())
-        loss = F.cross_entropy(model(x), y) + 0.5 * cfg.weight_decay * l2
+        logits = model(x)
+        loss = F.cross_entropy(logits, y) + 0.5 * cfg.weight_decay * l2
         loss.backward()
+        last_logits[:] = [logits.detach()]
         return loss
 
     loss = torch.tensor(float("nan"))
@@ -136,6 +141,8 @@ def train_full_batch_lbfgs(
                 raise TrainingDiverged(f"L-BFGS on the {description} model diverged in step "
                                        f"{epoch + 1}; raise model.train.weight_decay")  # fmt: skip
             bar.advance(status=f"objective {float(loss):.6f}")
+            acc = 100.0 * float((last_logits[0].argmax(1) == y).float().mean())
+            record(description, epoch + 1, loss=float(loss), acc=acc)
             checkpointed(ckpt, epoch + 1, cfg.epochs, model, optimizer, None, {}, device)
     model.eval()
     seconds = time.perf_counter() - start + spent.resumed_seconds  # the killed runs' part too
@@ -195,11 +202,14 @@ def train_classifier(
         bar.advance(first)
         for epoch in range(first, cfg.epochs):
             total, count = torch.zeros((), device=device), 0
+            correct = torch.zeros((), device=device)
             for xb, yb in batch_stream(x, y, cfg.batch_size, generator, device, feed, rows):
                 xb = prepare_batch(augment_batch(xb, feed.augment, augment_generator), speed)
                 optimizer.zero_grad(set_to_none=True)
                 with autocast(speed, device):
-                    loss = F.cross_entropy(net(xb), yb)
+                    logits = net(xb)
+                    loss = F.cross_entropy(logits, yb)
+                correct += (logits.detach().argmax(1) == yb).sum()
                 loss.backward()
                 optimizer.step()
                 scheduler.step()
@@ -212,6 +222,10 @@ def train_classifier(
                     f"{loss_value}); lower model.train.lr"
                 )
             bar.advance(status=f"loss {loss_value:.4f}")
+            # The running accuracy over the epoch's batches, as the weights moved.
+            record(
+                description, epoch + 1, loss=loss_value, acc=100.0 * correct.item() / max(count, 1)
+            )
             log.debug("%s epoch %d/%d loss %.4f", description, epoch + 1, cfg.epochs, loss_value)
             checkpointed(ckpt, epoch + 1, cfg.epochs, model, optimizer, scheduler, generators,
                          device)  # fmt: skip

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from unlearn_cli.console import progress_bar
+from unlearn_cli.curves import record
 from unlearn_cli.data.split import ForgetSplit
 from unlearn_cli.inference import predict_logits
 from unlearn_cli.methods.base import METHODS, UnlearnContext
@@ -162,6 +163,7 @@ def adversarial(
             if not guard.check(g_loss + d_loss):
                 break
             guard.commit()
+            record("adversarial", step + 1, d_loss=d_loss.item(), g_loss=g_loss.item())
             if (step + 1) % steps_per_epoch == 0:
                 bar.advance(steps_per_epoch, status=f"D {d_loss.item():.3f} G {g_loss.item():.3f}")
     model.eval()

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from unlearn_cli.console import progress_bar
+from unlearn_cli.curves import record
 from unlearn_cli.data.split import ForgetSplit
 from unlearn_cli.methods.base import METHODS, UnlearnContext
 from unlearn_cli.methods.common import (
@@ -135,6 +136,7 @@ def negative_gradient(
             if steps % opts.check_every == 0 or steps == total_steps:
                 guard.commit()
                 acc = forget_accuracy(model, split, ctx)
+                record("negative_gradient", steps, loss=loss.item(), forget_acc=acc)
             bar.advance(status=f"forget acc {acc:.1f}% (target {target:.1f}%)")
     model.eval()
     log.info(

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from unlearn_cli.console import progress_bar
+from unlearn_cli.curves import record
 from unlearn_cli.data.split import ForgetSplit
 from unlearn_cli.methods.base import METHODS, UnlearnContext
 from unlearn_cli.methods.common import (
@@ -120,7 +121,7 @@ def scrub(
     )
     plan = round_plan(split, opts)
     target = forget_target(model, split, ctx, "auto")
-    guard, kept, history = DivergenceGuard(model), None, []
+    guard, kept, history, done = DivergenceGuard(model), None, [], 0
     with progress_bar("scrub", total=sum(map(len, plan))) as bar:
         for round_no, steps in enumerate(plan):
             for kind in steps:
@@ -141,6 +142,8 @@ def scrub(
                 if not guard.check(loss):
                     break
                 guard.commit()
+                done += 1
+                record(f"scrub_{kind}", done, loss=loss.item())
                 bar.advance(status=f"round {round_no + 1} {kind} {loss.item():.4f}")
             if guard.diverged:
                 break

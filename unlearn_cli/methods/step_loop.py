@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from unlearn_cli.console import progress_bar
+from unlearn_cli.curves import record
 from unlearn_cli.data.split import ForgetSplit
 from unlearn_cli.methods.base import UnlearnContext
 from unlearn_cli.methods.common import DivergenceGuard, retain_batches, to_train_mode
@@ -138,6 +139,7 @@ def step_loop(
             if not guard.check(loss):
                 break
             guard.commit()
+            record(description, step + 1, loss=loss.item())
             bar.advance(status=f"loss {loss.item():.4f}")
     ctx.metrics.update(steps=steps, diverged=guard.diverged)
     if ewc is not None:
