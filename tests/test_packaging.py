@@ -34,6 +34,12 @@ def test_wheel_install_runs_from_its_own_configs(tmp_path):
     )
     assert where.stdout.strip().startswith(str(target))  # the wheel's copy, not the checkout
     assert (target / "unlearn_cli" / "configs" / "method" / "retrain.yaml").is_file()
+    # Every subpackage ships (pyproject lists them; one left out imports only from a checkout).
+    for package in (REPO / "unlearn_cli").glob("*/__init__.py"):
+        assert (target / "unlearn_cli" / package.parent.name / "__init__.py").is_file(), package
+    for group in (REPO / "configs").iterdir():
+        if group.is_dir() and not group.name.startswith("__"):
+            assert any((target / "unlearn_cli" / "configs" / group.name).rglob("*.yaml")), group
     proc = subprocess.run(
         [str(target / "bin" / "unlearn"), "run", *TINY, "method=retrain"],
         env=env,

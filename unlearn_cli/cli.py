@@ -45,6 +45,8 @@ commands:
   audit   the NeurIPS 2023 competition's forgetting-quality score over N models per side
   predict a run's model's top-3 classes for image files, to check a result by eye
   export  a run's unlearned model as a plain state dict and a torch.export program
+  runs    one table of every run under outputs/ (or PATH): filter, sort, --csv, --json
+  sync-tracking  send finished run or sweep folders to MLflow, TensorBoard or CSV (once each)
 
 examples:
   unlearn run                                   # influence vs retrain, forget 'elephant'
@@ -53,6 +55,9 @@ examples:
   unlearn report outputs/sweeps/<sweep folder>  # the sweep's table, mean ± std over seeds
   unlearn audit --methods influence,ssd --models 8 forget_fraction=0.1
   unlearn export outputs/runs/<run folder>     # writes <run folder>/export/
+  unlearn run logger=mlflow                     # also send the run to outputs/mlflow.db
+  unlearn runs --where method=influence status=completed --sort avg_gap
+  unlearn sync-tracking outputs/sweeps/<sweep folder> logger=mlflow
 """
 
 # The first job as the pre-checks composed and validated it: the job Hydra composes from the same
@@ -85,18 +90,23 @@ def hydra_run(cfg: DictConfig) -> float:
         result = runner(config, run_dir)
     except UserError as exc:
         if not multirun:
+            send_to_trackers(config, run_dir)  # one that began and recorded its failure
             if not exc.keeps_folder:
                 discard_unstarted_run(run_dir)
             print(f"unlearn: error: {exc}", file=sys.stderr)
             sys.exit(exc.exit_code)
         mark_failed(cfg, config, run_dir, exc)
+        send_to_trackers(config, run_dir)
         return math.inf  # the worst objective: a sweeper (Optuna) moves on from it
-    except Exception as exc:
-        if not multirun:
+    except BaseException as exc:  # a failure, Ctrl-C or a kill: the trackers still hear of it
+        if not multirun or not isinstance(exc, Exception):
+            send_to_trackers(config, run_dir)
             raise
         log.exception("job %s failed", run_dir.name)
         mark_failed(cfg, config, run_dir, exc)
+        send_to_trackers(config, run_dir)
         return math.inf
+    send_to_trackers(config, run_dir)
     if result["status"] == "diverged":
         if not multirun:
             print(f"unlearn: error: {config.method.name} diverged (non-finite loss or weights); "
@@ -106,6 +116,18 @@ def hydra_run(cfg: DictConfig) -> float:
     # The objective a sweeper (e.g. sweep=optuna_<method>) minimises: val_gap, blind to the test
     # set (avg_gap is for reporting); without a retrained reference there is none.
     return result["models"]["unlearned"].get("val_gap", math.nan)
+
+
+def send_to_trackers(config: RunConfig | None, run_dir: Path) -> None:
+    """The ended run's folder to the trackers `logger` names (its config validated and its
+    metrics.json written; a failing tracker is one warning)."""
+    if config is None or not config.run.logger.enabled:
+        return
+    if not (run_dir / "metrics.json").is_file():
+        return  # refused before it began: nothing to track
+    from unlearn_cli.tracking.send import send_run
+
+    send_run(run_dir, config.run.logger)
 
 
 def discard_unstarted_run(run_dir: Path) -> None:
@@ -284,6 +306,86 @@ def audit_config(overrides: list[str]) -> RunConfig:
         return validate_config(compose("config", overrides=overrides))
 
 
+def runs_command(args: list[str]) -> int:
+    import argparse
+
+    from unlearn_cli.console import out_console
+    from unlearn_cli.evaluation.tables import rich_table
+    from unlearn_cli.tracking import runs
+
+    parser = argparse.ArgumentParser(prog="unlearn runs", description=runs.__doc__)
+    parser.add_argument("path", nargs="?", type=Path, default=Path("outputs"),
+                        help="where to look (default: outputs)")  # fmt: skip
+    parser.add_argument("--where", nargs="+", default=[], metavar="COLUMN=VALUE",
+                        help="keep the runs that meet every condition (=, !=, <, <=, >, >=), "
+                        "e.g. --where method=influence status=completed avg_gap<5")  # fmt: skip
+    parser.add_argument("--sort", default="date", help="a column; -column for descending")
+    parser.add_argument("--limit", type=int, help="show at most this many runs")
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--csv", action="store_true", help="print CSV instead of a table")
+    output.add_argument("--json", action="store_true", help="print JSON records")
+    opts = parser.parse_args(args)
+    if opts.limit is not None and opts.limit < 1:
+        raise UserError(f"--limit must be at least 1, got {opts.limit}")
+    table = runs.runs_table(opts.path, opts.where, opts.sort, opts.limit)
+    if opts.csv:
+        print(table.to_csv(index=False), end="")
+    elif opts.json:
+        print(table.to_json(orient="records", indent=1))
+    else:
+        out_console.print(rich_table(table.fillna("-"), f"{len(table)} runs under {opts.path}"))
+    return 0
+
+
+def sync_command(args: list[str]) -> int:
+    import argparse
+
+    from unlearn_cli.console import make_log_handler, out_console
+    from unlearn_cli.evaluation.tables import rich_table
+    from unlearn_cli.tracking import send
+
+    parser = argparse.ArgumentParser(prog="unlearn sync-tracking", description=send.sync.__doc__)
+    parser.add_argument(
+        "paths",
+        nargs="+",
+        help="run or sweep folders, then logger overrides "
+        "(default logger=mlflow), e.g. logger.mlflow.tracking_uri=http://host:5000",
+    )
+    opts = parser.parse_args(args)
+    paths = [Path(p) for p in opts.paths if "=" not in p]
+    overrides = [p for p in opts.paths if "=" in p]
+    for path in paths:
+        if not path.is_dir():
+            raise UserError(f"{path} is not a folder")
+    logger = logger_options(overrides)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[make_log_handler()])
+    table = send.sync(paths, logger)
+    out_console.print(rich_table(table, f"{table['run'].nunique()} runs sent"))
+    return 1 if table["outcome"].str.startswith("failed").any() else 0
+
+
+def logger_options(overrides: list[str]):
+    """The `logger` node for these overrides (logger=mlflow when none picks a tracker)."""
+    from hydra import compose, initialize_config_module
+    from hydra.errors import HydraException
+
+    from unlearn_cli.options import parse
+    from unlearn_cli.tracking.options import LoggerOptions
+
+    for override in overrides:
+        if not override.startswith("logger"):
+            raise UserError(f"sync-tracking takes logger options only, got {override!r}")
+    if not any(o.split("=")[0] in ("logger", "logger.mlflow.enabled", "logger.tensorboard.enabled",
+                                   "logger.csv.enabled") for o in overrides):  # fmt: skip
+        overrides = ["logger=mlflow", *overrides]
+    try:
+        with initialize_config_module("unlearn_cli.configs", version_base="1.3"):
+            node = compose("config", overrides=overrides)["logger"]
+    except HydraException as exc:
+        raise UserError(first_line(exc)) from None
+    return parse(LoggerOptions, node, "logger", skip=())
+
+
 def predict_command(args: list[str]) -> int:
     import argparse
 
@@ -342,7 +444,12 @@ def main(argv: list[str] | None = None) -> int:
             return predict_command(rest)
         if command == "export":
             return export_command(rest)
-        raise unknown_choice("command", command, ["run", "report", "audit", "predict", "export"])
+        if command == "runs":
+            return runs_command(rest)
+        if command == "sync-tracking":
+            return sync_command(rest)
+        raise unknown_choice("command", command, ["run", "report", "audit", "predict", "export",
+                                                  "runs", "sync-tracking"])  # fmt: skip
     except UserError as exc:
         print(f"unlearn: error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -31,6 +31,7 @@ from unlearn_cli.models.state_files import check_suffix
 from unlearn_cli.options import Count, Natural, Options, Range, opt, parse
 from unlearn_cli.registry import Choice, Registry
 from unlearn_cli.stream.spec import SPECS, STREAMS, ClassSpec, Fraction, StreamOptions
+from unlearn_cli.tracking.options import LoggerOptions
 
 NODES = ("dataset", "model", "method", "evaluation", "stream")
 GROUPS: dict[str, Registry[Any]] = {"dataset": DATASETS, "model": MODELS, "method": METHODS,
@@ -83,6 +84,10 @@ class RunOptions(Options):
         default_factory=CorruptionOptions,
         metadata={"help": "manipulated training data and a partial request (docs/corrective.md)"},
     )
+    logger: LoggerOptions = field(
+        default_factory=LoggerOptions,
+        metadata={"help": "the trackers the run is sent to when it ends (docs/tracking.md)"},
+    )
 
     @property
     def targets(self) -> str:
@@ -127,7 +132,9 @@ class RunConfig:
     def plain(self) -> dict[str, Any]:
         """The whole config as plain data in its YAML's shape (metrics.json's config_hash)."""
         groups = {g: getattr(self, g).plain() for g in NODES}
-        return {**dataclasses.asdict(self.run), **groups}
+        run = dataclasses.asdict(self.run)
+        run.pop("logger")  # where a run is reported does not change it
+        return {**run, **groups}
 
 
 def validate_config(cfg: Mapping) -> RunConfig:
