@@ -36,7 +36,8 @@ lint: install
 # docs/benchmark.md: every method x {class-wise, random 10%} x 3 seeds, on the full training set
 # and on the memorising variant, then every method x {random4, classes3} streams of requests on
 # both -> BENCHMARKS.md (its plots under docs/bench/); then the copy scan's detectors, speed and
-# effect (python -m unlearn_cli.copies.bench, docs/copies.md).
+# effect (python -m unlearn_cli.copies.bench, docs/copies.md); then how fast `unlearn runs`
+# lists 1,000 run folders (python -m unlearn_cli.tracking.bench, docs/tracking.md).
 # A sweep exits 1 when a job did not complete; ngplus, run as published, diverges on this
 # benchmark (docs/methods.md), and its rows say so: the report still follows.
 BENCH_SWEEPS := bench bench_memorise bench_stream bench_stream_memorise
@@ -49,6 +50,7 @@ bench: install
 		--markdown BENCHMARKS.md --csv benchmarks.csv --plots docs/bench
 	$(MAKE) bench-loop
 	$(BIN)/python -m unlearn_cli.copies.bench --markdown BENCHMARKS.md
+	$(BIN)/python -m unlearn_cli.tracking.bench --markdown BENCHMARKS.md
 
 # Our training loop vs a hand-written PyTorch loop (images/s); updates its BENCHMARKS.md section.
 bench-loop: install

@@ -24,7 +24,8 @@ import unlearn_cli.training
 from unlearn_cli.cache import ModelCache
 from unlearn_cli.cost import attach_counter, counting
 from unlearn_cli.data.feed import TrainingFeed
-from unlearn_cli.record import RunRecord, run_status
+from unlearn_cli.liveness import run_status
+from unlearn_cli.record import RunRecord
 from unlearn_cli.training import TrainOptions, train_classifier
 from unlearn_cli.validate import validate_config
 

@@ -147,6 +147,7 @@ def folder_contents(folder: Path) -> dict[str, object]:
         "files": [f for f in files if not f.startswith(".hydra")],
         "status": data["status"],
         "models": models,
+        "curves": (folder / "curves.csv").read_text(),
     }
 
 
@@ -170,7 +171,10 @@ def test_a_tracker_that_fails_costs_one_warning_and_nothing_else(run_cli, tmp_pa
             listener.close()
     output = result.stdout + result.stderr
     assert output.count("logger=mlflow could not record") == 1
+    # The same folder; its curves.csv too, though the tracked run's original and retrain came
+    # from the cache (their curves kept with the entries).
     assert folder_contents(tmp_path / "tracked") == folder_contents(tmp_path / "plain")
+    assert "cache hit: original" in output
 
 
 def test_a_missing_tracker_package_is_one_line_before_any_training(run_cli, tmp_path, monkeypatch):

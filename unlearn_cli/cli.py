@@ -24,12 +24,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from unlearn_cli import __version__
 from unlearn_cli import resolvers as resolvers  # registers the YAML's resolvers on import
-from unlearn_cli.data import forget_tag
 from unlearn_cli.errors import TrainingDiverged, UserError, first_line
 from unlearn_cli.fingerprint import short_hash
 from unlearn_cli.host_memory import keep_freed_memory
 from unlearn_cli.overrides import FirstJob, check_overrides
-from unlearn_cli.record import RunRecord
 from unlearn_cli.registry import unknown_choice
 
 if TYPE_CHECKING:
@@ -151,6 +149,7 @@ def mark_failed(cfg: DictConfig, config: RunConfig | None, run_dir: Path, exc: E
     """Make sure a failed sweep job's folder says so, even when it failed before it began (with
     `config` None: its config did not validate)."""
     from unlearn_cli.data.spec import forget_tag_of
+    from unlearn_cli.record import RunRecord
 
     log.error("job %s failed: %s", run_dir.name, exc)
     if (run_dir / "metrics.json").is_file():
@@ -168,6 +167,8 @@ def mark_failed(cfg: DictConfig, config: RunConfig | None, run_dir: Path, exc: E
 def unvalidated_summary(cfg: DictConfig) -> dict:
     """What metrics.json's `config` says of a job whose config did not validate: the names as
     given, and the method node as written."""
+    from unlearn_cli.data import forget_tag
+
     plain = OmegaConf.to_container(cfg, resolve=True)
     method, dataset = plain.get("method") or {}, plain.get("dataset") or {}
     model = plain.get("model") or {}

@@ -10,9 +10,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import logging
-import os
 import platform
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +22,7 @@ from unlearn_cli.atomic import atomic_write_json
 from unlearn_cli.data.builders import LOADING_ONLY
 from unlearn_cli.errors import TrainingDiverged, WriteFailed
 from unlearn_cli.fingerprint import short_hash
+from unlearn_cli.liveness import this_process
 from unlearn_cli.options import Options
 from unlearn_cli.registry import Choice
 
@@ -35,46 +34,6 @@ log = logging.getLogger(__name__)
 
 def now() -> str:
     return dt.datetime.now().astimezone().isoformat(timespec="seconds")
-
-
-def this_process() -> dict[str, Any]:
-    return {"host": socket.gethostname(), "pid": os.getpid(), "start": process_start(os.getpid())}
-
-
-def process_start(pid: int) -> int | None:
-    """When process `pid` started (clock ticks since boot, Linux), to tell it from a later
-    process that got the same id; None where /proc does not say."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat.rsplit(")", 1)[1].split()[19])  # field 22; the name may hold spaces
-
-
-def process_alive(process: dict[str, Any]) -> bool | None:
-    """Whether the recorded process still runs: None when it ran on another host (unknowable)."""
-    if process.get("host") != socket.gethostname():
-        return None
-    pid = int(process.get("pid", -1))
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process with that id: alive
-        pass
-    except (OSError, ValueError, OverflowError):
-        return False
-    start = process.get("start")
-    return start is None or process_start(pid) in (None, start)
-
-
-def run_status(data: dict[str, Any]) -> str:
-    """metrics.json's status, with `killed` for a `running` run whose process is gone."""
-    status = str(data.get("status", "unknown"))
-    process = data.get("process")
-    if status == "running" and isinstance(process, dict) and process_alive(process) is False:
-        return "killed"
-    return status
 
 
 def method_options(method: Choice, ran_with: Options | None = None) -> dict[str, Any]:

@@ -9,7 +9,13 @@ from __future__ import annotations
 
 from omegaconf import OmegaConf
 
-from unlearn_cli.data.split import forget_tag
+
+def forget_tag(*parts):
+    """The run folder's name for what it forgets (unlearn_cli.data.split.forget_tag), imported
+    when a config is resolved: the commands that read run folders never load torch."""
+    from unlearn_cli.data.split import forget_tag as tag
+
+    return tag(*parts)
 
 
 def registered_methods() -> str:

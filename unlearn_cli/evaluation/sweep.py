@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 from unlearn_cli.console import out_console
 from unlearn_cli.evaluation.catalogue import CATALOGUE
 from unlearn_cli.evaluation.tables import rich_table, write_csv
-from unlearn_cli.record import run_status
+from unlearn_cli.liveness import run_status
 
 log = logging.getLogger(__name__)
 

@@ -9,11 +9,13 @@ import pandas as pd
 from rich.table import Table
 
 from unlearn_cli.atomic import atomic_write
-from unlearn_cli.evaluation.catalogue import CATALOGUE
 
 
 def model_columns() -> tuple[str, ...]:
     """The run table's rows and metrics.csv's columns: the catalogue's, in its order."""
+    # Imported here: the catalogue loads torch, which `unlearn runs` (rich_table) never needs.
+    from unlearn_cli.evaluation.catalogue import CATALOGUE
+
     return CATALOGUE.names(run_table=True)
 
 

@@ -22,7 +22,7 @@ import yaml
 
 from unlearn_cli.curves import read_curves
 from unlearn_cli.errors import UserError
-from unlearn_cli.record import run_status
+from unlearn_cli.liveness import run_status
 
 # metrics.json's parts that are not figures (or are sent as params and tags instead).
 NOT_SCALARS = {"status", "started_at", "finished_at", "process", "config", "versions", "split",

@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from unlearn_cli.errors import UserError
-from unlearn_cli.record import run_status
+from unlearn_cli.liveness import run_status
 from unlearn_cli.tracking.folder import walk
 
 COLUMNS = ["date", "dataset", "model", "method", "scenario", "seed", "status", "avg_gap",

@@ -18,7 +18,8 @@ import pandas as pd
 
 from unlearn_cli.errors import UserError
 from unlearn_cli.evaluation.catalogue import CATALOGUE
-from unlearn_cli.record import flatten, run_status, short_hash
+from unlearn_cli.liveness import run_status
+from unlearn_cli.record import flatten, short_hash
 
 log = logging.getLogger(__name__)
 
