@@ -36,7 +36,9 @@ lint: install
 # docs/benchmark.md: every method x {class-wise, random 10%} x 3 seeds, on the full training set
 # and on the memorising variant, then every method x {random4, classes3} streams of requests on
 # both -> BENCHMARKS.md (its plots under docs/bench/); then the copy scan's detectors, speed and
-# effect (python -m unlearn_cli.copies.bench, docs/copies.md); then how fast `unlearn runs`
+# effect (python -m unlearn_cli.copies.bench, docs/copies.md) and every method's effect with the
+# copies reported vs extended (sweep=bench_copies); the corrective benchmark (every method x
+# poison/confusion x identified, sweep=bench_corrective, docs/corrective.md); then how fast `unlearn runs`
 # lists 1,000 run folders (python -m unlearn_cli.tracking.bench, docs/tracking.md).
 # A sweep exits 1 when a job did not complete; ngplus, run as published, diverges on this
 # benchmark (docs/methods.md), and its rows say so: the report still follows.
@@ -50,6 +52,12 @@ bench: install
 		--markdown BENCHMARKS.md --csv benchmarks.csv --plots docs/bench
 	$(MAKE) bench-loop
 	$(BIN)/python -m unlearn_cli.copies.bench --markdown BENCHMARKS.md
+	$(BIN)/unlearn run -m sweep=bench_copies $(ARGS) || echo "make bench: some copies jobs did not complete"
+	$(BIN)/python -m unlearn_cli.copies.bench --sweep "$$(ls -td outputs/bench_copies/*/ | head -n 1)" \
+		--markdown BENCHMARKS.md
+	$(BIN)/unlearn run -m sweep=bench_corrective $(ARGS) || echo "make bench: some corrective jobs did not complete"
+	$(BIN)/python -m unlearn_cli.corruption.bench "$$(ls -td outputs/bench_corrective/*/ | head -n 1)" \
+		--markdown BENCHMARKS.md --csv benchmarks_corrective.csv --plots docs/bench
 	$(BIN)/python -m unlearn_cli.tracking.bench --markdown BENCHMARKS.md
 
 # Our training loop vs a hand-written PyTorch loop (images/s); updates its BENCHMARKS.md section.

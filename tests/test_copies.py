@@ -238,3 +238,22 @@ def test_copy_check_caption_and_counts():
     n = len(check.request_copies())
     assert 0.8 * len(planted.planted_idx) <= n <= len(planted.planted_idx)
     assert f"{n} copies of the request remain in the retain set" in check.caption()
+
+
+def test_the_every_method_effect_table_pairs_report_with_extend(tmp_path):
+    from unlearn_cli.copies.bench import methods_effect, methods_section
+
+    for i, (mode, method, ua) in enumerate([("report", "ssd", 10.0), ("extend", "ssd", 30.0),
+                                            ("report", "influence", 5.0)]):  # fmt: skip
+        folder = tmp_path / "sweep" / str(i)
+        folder.mkdir(parents=True)
+        models = {"unlearned": {"UA": ua, "UA_copied": ua / 2},
+                  "retrain": {"UA": 20.0 if mode == "extend" else 8.0}}  # fmt: skip
+        data = {"status": "completed", "copies": {"mode": mode},
+                "split": {"scenario": "random0.1"}, "config": {"seed": 10, "method": method,
+                "forget": "random0.1"}, "models": models}  # fmt: skip
+        (folder / "metrics.json").write_text(json.dumps(data))
+    text = methods_section(methods_effect([tmp_path / "sweep"]))
+    assert "| oracle (retrain) | 8.00 | 20.00 |" in text
+    assert "| ssd | 10.00 | 30.00 | 5.00 | 15.00 |" in text
+    assert "| influence | 5.00 | - | 2.50 | - |" in text  # its extend run is missing

@@ -3,6 +3,8 @@ bad corruption options refused before any training."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -125,3 +127,41 @@ def test_bad_corruption_options_are_refused_before_any_training(run_cli, tmp_pat
     assert done.returncode == 2, done.stderr
     assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1
     assert not list((tmp_path / "cache").glob("models/*"))
+
+
+def fake_corrective_run(folder, kind, identified, seed, method, acc_corr):
+    """A finished corrective run folder as the benchmark's aggregator reads it."""
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / ".hydra" / "config.yaml").write_text(f"corruption:\n  identified: {identified}\n")
+    models = {role: {"acc_corr": value, "attack_success": 100 - value, "acc_retain": 90.0,
+                     "left_manip_acc": 50.0, "gap_clean": 95 - value, "val_acc": 90.0,
+                     "avg_gap": 1.0}
+              for role, value in (("original", 20.0), ("retrain", 30.0 + 60 * identified),
+                                  ("retrain_clean", 95.0), ("unlearned", acc_corr))}  # fmt: skip
+    data = {"status": "completed", "corruption": {"kind": kind},
+            "config": {"seed": seed, "method": method}, "models": models}  # fmt: skip
+    (folder / "metrics.json").write_text(json.dumps(data))
+
+
+def test_the_corrective_benchmark_tables_each_reference_once_per_cell(tmp_path):
+    from unlearn_cli.corruption import bench
+
+    sweep = tmp_path / "sweep"
+    for i, (identified, seed, method, acc) in enumerate([
+        (0.1, 10, "ssd", 80.0), (0.1, 11, "ssd", 90.0), (1.0, 10, "ssd", 95.0),
+        (0.1, 10, "retrain", 36.0), (1.0, 10, "retrain", 90.0),
+    ]):  # fmt: skip
+        fake_corrective_run(sweep / str(i), "poison", identified, seed, method, acc)
+    markdown = tmp_path / "BENCHMARKS.md"
+    markdown.write_text("# Benchmarks\n")
+    bench.main([str(sweep), "--markdown", str(markdown), "--csv", str(tmp_path / "c.csv"),
+                "--plots", str(tmp_path / "plots")])  # fmt: skip
+    text = markdown.read_text()
+    assert (tmp_path / "plots" / "corrective-poison.png").is_file()
+    assert "![poison](plots/corrective-poison.png)" in text
+    # The method `retrain` and the reference of the same name stay apart; the references are
+    # counted once per (identified, seed), however many methods ran beside them.
+    assert "| ssd | 85.0 ± 7.1 | 95.0 |" in text
+    assert "| retrain | 36.0 | 90.0 |" in text
+    assert "| **retrain without the identified** | 36.0 ± 0.0 | 90.0 |" in text
+    assert "| **retrain without all manipulated** | 95.0 ± 0.0 | 95.0 |" in text

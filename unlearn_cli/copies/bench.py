@@ -16,6 +16,7 @@ The result replaces the marked section of BENCHMARKS.md (or is appended to it).
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import tempfile
 import time
@@ -41,6 +42,7 @@ from unlearn_cli.host import machine_description
 from unlearn_cli.models import build_model
 from unlearn_cli.run import run_experiment
 from unlearn_cli.run_models import Workshop, the_original
+from unlearn_cli.tracking.folder import run_folders
 from unlearn_cli.validate import RunConfig, validate_config
 
 START, END = "<!-- copies:start -->", "<!-- copies:end -->"
@@ -225,6 +227,54 @@ def effect_lines(effects: pd.DataFrame) -> list[str]:
                     "and they are reported, never forgotten."]  # fmt: skip
 
 
+METHODS_START, METHODS_END = "<!-- copies-methods:start -->", "<!-- copies-methods:end -->"
+METHOD_FIGURES = ("UA", "UA_copied", "MIA", "copies_acc", "avg_gap")
+
+
+def methods_effect(paths: list[Path]) -> pd.DataFrame:
+    """Every method's unlearned model and its oracle, with the copies reported and extended:
+    the run folders of `sweep=bench_copies`."""
+    rows = []
+    for path in paths:
+        for folder in run_folders(path):
+            data = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
+            if data.get("status") not in ("completed", "diverged") or "copies" not in data:
+                continue
+            scenario = data["split"].get("scenario", data["config"]["forget"])
+            base = {"scenario": scenario, "copies": data["copies"]["mode"],
+                    "seed": data["config"]["seed"], "method": data["config"]["method"]}  # fmt: skip
+            for role in ("unlearned", "retrain"):
+                model = data["models"].get(role, {})
+                figures = {m: model.get(m, float("nan")) for m in METHOD_FIGURES}
+                rows.append({**base, "role": role, **figures})
+    return pd.DataFrame(rows)
+
+
+def methods_section(effects: pd.DataFrame) -> str:
+    seeds = sorted(effects["seed"].unique())
+    lines = [METHODS_START, "### Effect for every method: the copies reported vs extended", "",
+             f"`unlearn run -m sweep=bench_copies` (variant=copies: 20% of the request's samples "
+             f"given 1-3 planted near-copies), then `python -m unlearn_cli.copies.bench --sweep "
+             f"...`; machine: {machine_description()}; seeds {', '.join(map(str, seeds))}, "
+             "mean ± std where more than one. `report` keeps the copies in the retain set (the "
+             "method and its oracle train on them), `extend` forgets them with the request. The "
+             "first row is the oracle (retrain) itself.", ""]  # fmt: skip
+    for scenario, part in effects.groupby("scenario", sort=False):
+        lines += [f"**{scenario}**", "",
+                  "| method | " + " | ".join(f"{m} report | {m} extend" for m in METHOD_FIGURES)
+                  + " |", "|---|" + "---:|" * (2 * len(METHOD_FIGURES))]  # fmt: skip
+        oracle = part[part["role"] == "retrain"].drop_duplicates(["seed", "copies"])
+        named = [("oracle (retrain)", oracle)] + [
+            (method, rows) for method, rows in part[part["role"] == "unlearned"].groupby("method")
+        ]
+        for name, rows in named:
+            cells = [mean_std(rows[rows["copies"] == mode][m])
+                     for m in METHOD_FIGURES for mode in ("report", "extend")]  # fmt: skip
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join([*lines, METHODS_END]) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m unlearn_cli.copies.bench",
                                      description=__doc__)  # fmt: skip
@@ -240,8 +290,17 @@ def main(argv: list[str] | None = None) -> int:
         choices=["detectors", "effect", "speed"],
         help="what to measure (the section shows what was measured)",
     )
+    parser.add_argument("--sweep", type=Path, nargs="+",
+                        help="instead: the every-method effect of these sweep=bench_copies "
+                        "folders (its own section)")  # fmt: skip
     parser.add_argument("overrides", nargs="*", help="config overrides (threads=1, ...)")
     opts = parser.parse_args(argv)
+    if opts.sweep:
+        section = methods_section(methods_effect(opts.sweep))
+        print(section)
+        if opts.markdown:
+            write_section(opts.markdown, section, METHODS_START, METHODS_END)
+        return 0
     torch.set_num_threads(resolve_threads(config_for(*opts.overrides).run.threads))
     parts = set(opts.parts)
     detectors = detector_figures(opts.seeds, opts.share, opts.overrides) \

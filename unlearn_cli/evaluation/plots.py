@@ -195,3 +195,39 @@ def copy_pairs_plot(forget: np.ndarray, copies: np.ndarray, titles: list[str], p
     axes[1, 0].set_ylabel("copy", fontsize=8)
     fig.tight_layout()
     return save(fig, path)
+
+
+def corrective_plot(table: pd.DataFrame, kind: str, path: Path) -> Path:
+    """Corrective unlearning as in Goel et al.'s figures: acc_corr (and, for poison, the
+    attack's success) against the share of the manipulation identified, one line per method
+    (mean over seeds) with both references. `table` holds one kind's rows: role, method,
+    identified, and the metrics' means."""
+    panels = [("acc_corr", "acc_corr (%): the affected domain, true labels")]
+    if kind == "poison":
+        panels.append(("attack_success", "attack success (%): patched images -> target"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.5), squeeze=False)
+    colours = plt.get_cmap("tab20")
+    methods = sorted(table.loc[table["role"] == "unlearned", "method"].unique())
+    references = {"retrain": ("retrain without the identified", "black", "--"),
+                  "retrain_clean": ("retrain without all manipulated", "#2e7d32", "-")}  # fmt: skip
+    for ax, (metric, panel) in zip(axes[0], panels, strict=True):
+        for i, method in enumerate(methods):
+            part = table[(table["role"] == "unlearned") & (table["method"] == method)]
+            part = part.sort_values("identified")
+            ax.plot(part["identified"], part[metric], marker="osv^D<>ph*"[i % 10],
+                    color=colours(i % 20), linewidth=1, markersize=4, label=method)  # fmt: skip
+        for role, (label, colour, style) in references.items():
+            part = table[table["role"] == role].groupby("identified")[metric].mean()
+            ax.plot(part.index, part.values, color=colour, linestyle=style, linewidth=2.5,
+                    label=label)  # fmt: skip
+        ax.set_xscale("log")
+        ticks = sorted(table["identified"].unique())
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        ax.set_xlabel("share of the manipulated samples identified")
+        ax.set_title(panel)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7)
+    fig.suptitle(f"Corrective unlearning, {kind}: mean over seeds")
+    fig.tight_layout()
+    return save(fig, path)
