@@ -60,15 +60,15 @@ def test_a_run_is_read_back_from_a_real_mlflow_store(run_cli, tmp_path):
 
 def test_a_multirun_is_grouped_under_its_sweep_and_synced_once(run_cli, tmp_path):
     uri = store_uri(tmp_path / "store")
-    run_cli("run", "-m", *RUN, "seed=0,1", "hydra.sweep.dir=sweep", check=True)
-    for attempt in range(2):
+    tracker = ["logger=mlflow", f"logger.mlflow.tracking_uri={uri}"]
+    run_cli("run", "-m", *RUN, *tracker, "seed=0,1", "hydra.sweep.dir=sweep", check=True)
+    for _ in range(2):  # sent as each job ended: a sync finds them there
         result = run_cli("sync-tracking", "sweep", f"logger.mlflow.tracking_uri={uri}", check=True)
-        if attempt == 1:
-            assert "already logged" in result.stdout and "logged as run" not in result.stdout
+        assert "already logged" in result.stdout and "logged as run" not in result.stdout
     runs = runs_of(uri)
     jobs = [r for r in runs if r.data.tags.get("unlearn.kind") != "sweep"]
     parents = [r for r in runs if r.data.tags.get("unlearn.kind") == "sweep"]
-    assert len(jobs) == 2 and len(parents) == 1  # each run once, after two syncs
+    assert len(jobs) == 2 and len(parents) == 1  # each run once, after two more sends
     assert {r.data.tags["mlflow.parentRunId"] for r in jobs} == {parents[0].info.run_id}
     assert sorted(r.data.tags["seed"] for r in jobs) == ["0", "1"]
     assert sorted(r.data.tags["job"] for r in jobs) == ["0", "1"]
@@ -247,3 +247,19 @@ def test_the_sync_command_refuses_other_options_and_empty_folders(run_cli, tmp_p
     assert result.returncode == 2 and "holds no run folder" in result.stderr
     result = run_cli("sync-tracking", "missing")
     assert result.returncode == 2 and "is not a folder" in result.stderr
+
+
+def test_a_streams_figures_go_to_the_trackers_by_request():
+    from unlearn_cli.tracking.folder import scalars_of
+
+    step = {"models": {"unlearned": {"avg_gap": 2.0, "UA": float("nan")}},
+            "cumulative": {"cost_ratio": 4.0}, "method_metrics": {"diverged": False}}  # fmt: skip
+    data = {"steps": [{**step, "step": 1}, {**step, "step": 2}],
+            "models": {"unlearned": {"avg_gap": 2.0}}, "copies": {"seconds": 1.5}}  # fmt: skip
+    scalars = {(s.name, s.step): s.value for s in scalars_of(data)}
+    assert scalars[("unlearned/avg_gap", 1)] == scalars[("unlearned/avg_gap", 2)] == 2.0
+    assert scalars[("cumulative/cost_ratio", 2)] == 4.0
+    assert scalars[("method/diverged", 1)] == 0.0
+    assert ("unlearned/UA", 1) not in scalars  # a NaN is no figure
+    assert ("unlearned/avg_gap", 0) not in scalars  # a stream's figures are its steps'
+    assert scalars[("copies/seconds", 0)] == 1.5
