@@ -242,7 +242,8 @@ def methods_effect(paths: list[Path]) -> pd.DataFrame:
                 continue
             scenario = data["split"].get("scenario", data["config"]["forget"])
             base = {"scenario": scenario, "copies": data["copies"]["mode"],
-                    "seed": data["config"]["seed"], "method": data["config"]["method"]}  # fmt: skip
+                    "seed": data["config"]["seed"], "method": data["config"]["method"],
+                    "diverged": data["status"] == "diverged"}  # fmt: skip
             for role in ("unlearned", "retrain"):
                 model = data["models"].get(role, {})
                 figures = {m: model.get(m, float("nan")) for m in METHOD_FIGURES}
@@ -270,8 +271,15 @@ def methods_section(effects: pd.DataFrame) -> str:
         for name, rows in named:
             cells = [mean_std(rows[rows["copies"] == mode][m])
                      for m in METHOD_FIGURES for mode in ("report", "extend")]  # fmt: skip
+            if rows["diverged"].any():  # the figures are the model it started from
+                name = f"{name} (diverged)"
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
+    lines += [
+        "A method marked diverged left non-finite weights on some run; the run keeps "
+        "the model it started from (the original), whose figures the row then shows.",
+        "",
+    ]
     return "\n".join([*lines, METHODS_END]) + "\n"
 
 
