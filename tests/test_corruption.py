@@ -132,7 +132,9 @@ def test_bad_corruption_options_are_refused_before_any_training(run_cli, tmp_pat
 def fake_corrective_run(folder, kind, identified, seed, method, acc_corr):
     """A finished corrective run folder as the benchmark's aggregator reads it."""
     (folder / ".hydra").mkdir(parents=True)
-    (folder / ".hydra" / "config.yaml").write_text(f"corruption:\n  identified: {identified}\n")
+    (folder / ".hydra" / "config.yaml").write_text(
+        f"corruption:\n  identified: {identified}\n  share: 0.01\n"
+    )
     models = {role: {"acc_corr": value, "attack_success": 100 - value, "acc_retain": 90.0,
                      "left_manip_acc": 50.0, "gap_clean": 95 - value, "val_acc": 90.0,
                      "avg_gap": 1.0}
@@ -157,8 +159,9 @@ def test_the_corrective_benchmark_tables_each_reference_once_per_cell(tmp_path):
     bench.main([str(sweep), "--markdown", str(markdown), "--csv", str(tmp_path / "c.csv"),
                 "--plots", str(tmp_path / "plots")])  # fmt: skip
     text = markdown.read_text()
-    assert (tmp_path / "plots" / "corrective-poison.png").is_file()
-    assert "![poison](plots/corrective-poison.png)" in text
+    assert (tmp_path / "plots" / "corrective-poison-0.01.png").is_file()
+    assert "![poison-0.01](plots/corrective-poison-0.01.png)" in text
+    assert "### poison, 1%: BadNets" in text
     # The method `retrain` and the reference of the same name stay apart; the references are
     # counted once per (identified, seed), however many methods ran beside them.
     assert "| ssd | 85.0 ± 7.1 | 95.0 |" in text

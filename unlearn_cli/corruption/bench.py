@@ -40,8 +40,12 @@ def collect(paths: list[Path]) -> pd.DataFrame:
             if data.get("status") not in ("completed", "diverged") or "corruption" not in data:
                 continue
             config = read_yaml(folder / ".hydra" / "config.yaml")
-            identified = float(config.get("corruption", {}).get("identified", float("nan")))
-            base = {"kind": data["corruption"]["kind"], "identified": identified,
+            corruption = config.get("corruption", {})
+            identified = float(corruption.get("identified", float("nan")))
+            share = float(corruption.get("share", float("nan")))
+            kind = data["corruption"]["kind"]
+            base = {"label": f"{kind}-{share:g}", "kind": kind, "share": share,
+                    "identified": identified,
                     "seed": data["config"]["seed"], "method": data["config"]["method"],
                     "status": data["status"]}  # fmt: skip
             for role in ROLES:
@@ -57,14 +61,14 @@ def role_rows(table: pd.DataFrame) -> pd.DataFrame:
     """The methods' rows, and each reference once per (kind, identified, seed)."""
     unlearned = table[table["role"] == "unlearned"]
     references = table[table["role"] != "unlearned"].drop_duplicates(
-        ["kind", "identified", "seed", "role"]
+        ["label", "identified", "seed", "role"]
     )
     # Named apart from the methods: `retrain` is also a method of the sweep.
     return pd.concat([unlearned, references.assign(method="ref_" + references["role"])])
 
 
 def means(table: pd.DataFrame) -> pd.DataFrame:
-    keys = ["kind", "role", "method", "identified"]
+    keys = ["label", "kind", "share", "role", "method", "identified"]
     grouped = role_rows(table).groupby(keys)
     mean = grouped[list(METRICS)].mean()
     std = grouped[list(METRICS)].std().add_suffix("_std")
@@ -79,8 +83,8 @@ def cell(row: pd.Series, metric: str) -> str:
     return f"{value:.1f}" if pd.isna(std) else f"{value:.1f} ± {std:.1f}"
 
 
-def metric_table(summary: pd.DataFrame, kind: str, metric: str) -> list[str]:
-    part = summary[summary["kind"] == kind]
+def metric_table(summary: pd.DataFrame, label: str, metric: str) -> list[str]:
+    part = summary[summary["label"] == label]
     levels = sorted(part["identified"].unique())
     lines = ["| model | " + " | ".join(f"identified {x:g}" for x in levels) + " |",
              "|---|" + "---:|" * len(levels)]  # fmt: skip
@@ -111,17 +115,21 @@ def markdown(table: pd.DataFrame, summary: pd.DataFrame, plots: dict[str, Path],
              "defaults (a corrective request is judged like a forget list).", ""]  # fmt: skip
     if note:
         lines += [note.strip(), ""]
-    for kind in ("poison", "confusion"):
-        if kind not in set(summary["kind"]):
-            continue
+    variants = summary.drop_duplicates("label").sort_values(
+        ["kind", "share"], ascending=[False, True]
+    )
+    for label, kind, share in variants[["label", "kind", "share"]].itertuples(index=False):
+        seeds_here = sorted(table.loc[table["label"] == label, "seed"].unique())
         what = {"poison": "BadNets: 1% of the training rows get a 3x3 white patch bottom-right "
                           "and the target's label (bear)",
                 "confusion": "interclass confusion: 1% of the training rows, half from each "
                              "of the two classes the original confuses most, swap labels",
                 }[kind]  # fmt: skip
-        lines += [f"### {kind}: {what}", ""]
-        if kind in plots:
-            lines += [f"![{kind}]({plots[kind].relative_to(base).as_posix()})", ""]
+        what = what.replace("1% of", f"{share:.0%} of")
+        lines += [f"### {kind}, {share:.0%}: {what} (seeds {', '.join(map(str, seeds_here))})",
+                  ""]  # fmt: skip
+        if label in plots:
+            lines += [f"![{label}]({plots[label].relative_to(base).as_posix()})", ""]
         metrics = [("acc_corr", "acc_corr (%), the affected domain scored against the true "
                                 "labels: higher is repaired")]  # fmt: skip
         if kind == "poison":
@@ -132,7 +140,7 @@ def markdown(table: pd.DataFrame, summary: pd.DataFrame, plots: dict[str, Path],
                                   "without all manipulated) over the figures above: lower is "
                                   "better")]  # fmt: skip
         for metric, title in metrics:
-            lines += [f"**{title}**", "", *metric_table(summary, kind, metric), ""]
+            lines += [f"**{title}**", "", *metric_table(summary, label, metric), ""]
     lines.append(END)
     return "\n".join(lines) + "\n"
 
@@ -151,8 +159,10 @@ def main(argv: list[str] | None = None) -> int:
     summary.to_csv(opts.csv, index=False)
     opts.plots.mkdir(parents=True, exist_ok=True)
     plots = {}
-    for kind, part in summary.groupby("kind"):
-        plots[kind] = corrective_plot(part, kind, opts.plots / f"corrective-{kind}.png")
+    for label, part in summary.groupby("label"):
+        kind, share = part["kind"].iloc[0], part["share"].iloc[0]
+        plots[label] = corrective_plot(part, kind, opts.plots / f"corrective-{label}.png",
+                                       f"{kind}, {share:.0%} of the training rows")  # fmt: skip
     print(summary[summary["role"] != "unlearned"].to_string())
     if opts.markdown:
         base = opts.markdown.resolve().parent

@@ -197,7 +197,7 @@ def copy_pairs_plot(forget: np.ndarray, copies: np.ndarray, titles: list[str], p
     return save(fig, path)
 
 
-def corrective_plot(table: pd.DataFrame, kind: str, path: Path) -> Path:
+def corrective_plot(table: pd.DataFrame, kind: str, path: Path, title: str = "") -> Path:
     """Corrective unlearning as in Goel et al.'s figures: acc_corr (and, for poison, the
     attack's success) against the share of the manipulation identified, one line per method
     (mean over seeds) with both references. `table` holds one kind's rows: role, method,
@@ -228,6 +228,6 @@ def corrective_plot(table: pd.DataFrame, kind: str, path: Path) -> Path:
         ax.set_title(panel)
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7)
-    fig.suptitle(f"Corrective unlearning, {kind}: mean over seeds")
+    fig.suptitle(f"Corrective unlearning, {title or kind}: mean over seeds")
     fig.tight_layout()
     return save(fig, path)
