@@ -31,76 +31,39 @@ def runs_of(uri: str, experiment: str = "unlearn-synthetic") -> list:
     return [] if found is None else client.search_runs([found.experiment_id])
 
 
-def test_a_run_is_read_back_from_a_real_mlflow_store(run_cli, tmp_path):
-    uri = store_uri(tmp_path / "store")
-    run_cli("run", *RUN, "logger=mlflow", f"logger.mlflow.tracking_uri={uri}",
-            "hydra.run.dir=run", check=True)  # fmt: skip
-    data = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    (run,) = runs_of(uri)
-    client = MlflowClient(uri)
-    assert run.info.status == "FINISHED"
-    assert run.data.params["method.name"] == "finetune"
-    assert run.data.params["model.train.epochs"] == "3"
-    assert run.data.tags["method"] == "finetune"
-    assert "logger=mlflow" in run.data.tags["overrides"]
-    metrics = run.data.metrics
-    assert metrics["unlearned/avg_gap"] == pytest.approx(data["models"]["unlearned"]["avg_gap"])
-    assert metrics["retrain/test_acc"] == pytest.approx(data["models"]["retrain"]["test_acc"])
-    assert metrics["unlearned/cost_ratio"] == pytest.approx(
-        data["models"]["unlearned"]["cost_ratio"]
-    )
-    # The original's training curve, one point per epoch; the method's own steps.
-    curve = client.get_metric_history(run.info.run_id, "curves/original/train/loss")
-    assert [m.step for m in curve] == [1, 2, 3]
-    assert client.get_metric_history(run.info.run_id, "curves/unlearned/finetune/loss")
-    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"metrics.json", "metrics.csv", "curves.csv", ".hydra"} <= artifacts
-    assert "checkpoints" not in artifacts  # only with logger.mlflow.checkpoint=true
-
-
-def test_a_multirun_is_grouped_under_its_sweep_and_synced_once(run_cli, tmp_path):
-    uri = store_uri(tmp_path / "store")
-    tracker = ["logger=mlflow", f"logger.mlflow.tracking_uri={uri}"]
-    run_cli("run", "-m", *RUN, *tracker, "seed=0,1", "hydra.sweep.dir=sweep", check=True)
-    for _ in range(2):  # sent as each job ended: a sync finds them there
-        result = run_cli("sync-tracking", "sweep", f"logger.mlflow.tracking_uri={uri}", check=True)
-        assert "already logged" in result.stdout and "logged as run" not in result.stdout
-    runs = runs_of(uri)
-    jobs = [r for r in runs if r.data.tags.get("unlearn.kind") != "sweep"]
-    parents = [r for r in runs if r.data.tags.get("unlearn.kind") == "sweep"]
-    assert len(jobs) == 2 and len(parents) == 1  # each run once, after two more sends
-    assert {r.data.tags["mlflow.parentRunId"] for r in jobs} == {parents[0].info.run_id}
-    assert sorted(r.data.tags["seed"] for r in jobs) == ["0", "1"]
-    assert sorted(r.data.tags["job"] for r in jobs) == ["0", "1"]
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def test_a_run_synced_to_an_mlflow_server_is_found_through_its_rest_api(run_cli, tmp_path):
+def wait_for(base: str, server: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"{base}/health", timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                raise AssertionError("mlflow server did not start") from None
+            time.sleep(0.5)
+
+
+def test_every_tracker_reads_back_and_a_real_mlflow_server_finds_the_run(run_cli, tmp_path):
+    """One run with every tracker, read back from a real SQLite store, TensorBoard's event
+    files and the CSV; then the same folder synced to a real `mlflow server` (started first:
+    it boots while the run trains) and found through its REST API."""
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", store_uri(tmp_path / "store"), "--workers", "1"],
+         "--backend-store-uri", store_uri(tmp_path / "served"), "--workers", "1"],
         cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
-        # The run, without a logger, while the server starts; then sent to it by sync-tracking.
-        run_cli("run", *RUN, "hydra.run.dir=run", check=True)
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/health", timeout=2) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise AssertionError("mlflow server did not start") from None
-                time.sleep(0.5)
+        check_a_run_in_every_tracker(run_cli, tmp_path)
+        wait_for(base, server)
         run_cli("sync-tracking", "run", f"logger.mlflow.tracking_uri={base}", check=True)
         name = "unlearn-synthetic"
         url = f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name={name}"
@@ -120,20 +83,57 @@ def test_a_run_synced_to_an_mlflow_server_is_found_through_its_rest_api(run_cli,
         server.wait(timeout=30)
 
 
-def test_tensorboard_event_files_hold_the_scalars(run_cli, tmp_path):
+def check_a_run_in_every_tracker(run_cli, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    run_cli("run", *RUN, "logger=[tensorboard,csv]", "hydra.run.dir=run", check=True)
+    uri = store_uri(tmp_path / "store")
+    run_cli("run", *RUN, "logger=[mlflow,tensorboard,csv]", f"logger.mlflow.tracking_uri={uri}",
+            "hydra.run.dir=run", check=True)  # fmt: skip
+    data = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    (run,) = runs_of(uri)
+    client = MlflowClient(uri)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["method.name"] == "finetune"
+    assert run.data.params["model.train.epochs"] == "3"
+    assert run.data.tags["method"] == "finetune"
+    assert "logger=[mlflow,tensorboard,csv]" in run.data.tags["overrides"]
+    metrics = run.data.metrics
+    assert metrics["unlearned/avg_gap"] == pytest.approx(data["models"]["unlearned"]["avg_gap"])
+    assert metrics["retrain/test_acc"] == pytest.approx(data["models"]["retrain"]["test_acc"])
+    assert metrics["unlearned/cost_ratio"] == pytest.approx(
+        data["models"]["unlearned"]["cost_ratio"]
+    )
+    # The original's training curve, one point per epoch; the method's own steps.
+    curve = client.get_metric_history(run.info.run_id, "curves/original/train/loss")
+    assert [m.step for m in curve] == [1, 2, 3]
+    assert client.get_metric_history(run.info.run_id, "curves/unlearned/finetune/loss")
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"metrics.json", "metrics.csv", "curves.csv", ".hydra"} <= artifacts
+    assert "checkpoints" not in artifacts  # only with logger.mlflow.checkpoint=true
+
     events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
     events.Reload()
-    data = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    scalars = events.Tags()["scalars"]
-    assert "unlearned/avg_gap" in scalars
     (avg_gap,) = events.Scalars("unlearned/avg_gap")
     assert avg_gap.value == pytest.approx(data["models"]["unlearned"]["avg_gap"], rel=1e-5)
     assert [e.step for e in events.Scalars("curves/retrain/train/acc")] == [1, 2, 3]
     csv = (tmp_path / "run" / "scalars.csv").read_text()
     assert csv.startswith("name,step,value") and "unlearned/avg_gap,0," in csv
+
+
+def test_a_multirun_is_grouped_under_its_sweep_and_synced_once(run_cli, tmp_path):
+    uri = store_uri(tmp_path / "store")
+    tracker = ["logger=mlflow", f"logger.mlflow.tracking_uri={uri}"]
+    run_cli("run", "-m", *RUN, *tracker, "seed=0,1", "hydra.sweep.dir=sweep", check=True)
+    for _ in range(2):  # sent as each job ended: a sync finds them there
+        result = run_cli("sync-tracking", "sweep", f"logger.mlflow.tracking_uri={uri}", check=True)
+        assert "already logged" in result.stdout and "logged as run" not in result.stdout
+    runs = runs_of(uri)
+    jobs = [r for r in runs if r.data.tags.get("unlearn.kind") != "sweep"]
+    parents = [r for r in runs if r.data.tags.get("unlearn.kind") == "sweep"]
+    assert len(jobs) == 2 and len(parents) == 1  # each run once, after two more sends
+    assert {r.data.tags["mlflow.parentRunId"] for r in jobs} == {parents[0].info.run_id}
+    assert sorted(r.data.tags["seed"] for r in jobs) == ["0", "1"]
+    assert sorted(r.data.tags["job"] for r in jobs) == ["0", "1"]
 
 
 def folder_contents(folder: Path) -> dict[str, object]:
@@ -151,30 +151,27 @@ def folder_contents(folder: Path) -> dict[str, object]:
     }
 
 
-@pytest.mark.parametrize("store", ["unwritable", "silent server"])
-def test_a_tracker_that_fails_costs_one_warning_and_nothing_else(run_cli, tmp_path, store):
+def test_a_tracker_that_fails_costs_one_warning_and_nothing_else(run_cli, tmp_path):
     run_cli("run", *RUN, "hydra.run.dir=plain", check=True)
-    listener = None
-    if store == "unwritable":  # a file stands where the store's folder must go
-        (tmp_path / "blocked").write_text("")
-        uri = f"sqlite:///{tmp_path / 'blocked' / 'mlflow.db'}"
-    else:  # accepts connections, never answers
-        listener = socket.socket()
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(8)
-        uri = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    (tmp_path / "blocked").write_text("")  # a file stands where the store's folder must go
+    listener = socket.socket()  # accepts connections, never answers
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    stores = {"unwritable": f"sqlite:///{tmp_path / 'blocked' / 'mlflow.db'}",
+              "silent": f"http://127.0.0.1:{listener.getsockname()[1]}"}  # fmt: skip
     try:
-        tracker = ["logger=mlflow", f"logger.mlflow.tracking_uri={uri}", "logger.mlflow.timeout=1"]
-        result = run_cli("run", *RUN, *tracker, "hydra.run.dir=tracked", check=True)
+        for name, uri in stores.items():
+            tracker = ["logger=mlflow", f"logger.mlflow.tracking_uri={uri}",
+                       "logger.mlflow.timeout=1"]  # fmt: skip
+            result = run_cli("run", *RUN, *tracker, f"hydra.run.dir={name}", check=True)
+            output = result.stdout + result.stderr
+            assert output.count("logger=mlflow could not record") == 1, name
+            # The same folder; its curves.csv too, though this run's original and retrain came
+            # from the cache (their curves kept with the entries).
+            assert folder_contents(tmp_path / name) == folder_contents(tmp_path / "plain"), name
+            assert "cache hit: original" in output
     finally:
-        if listener is not None:
-            listener.close()
-    output = result.stdout + result.stderr
-    assert output.count("logger=mlflow could not record") == 1
-    # The same folder; its curves.csv too, though the tracked run's original and retrain came
-    # from the cache (their curves kept with the entries).
-    assert folder_contents(tmp_path / "tracked") == folder_contents(tmp_path / "plain")
-    assert "cache hit: original" in output
+        listener.close()
 
 
 def test_a_missing_tracker_package_is_one_line_before_any_training(run_cli, tmp_path, monkeypatch):

@@ -334,7 +334,8 @@ def runs_command(args: list[str]) -> int:
     elif opts.json:
         print(table.to_json(orient="records", indent=1))
     else:
-        out_console.print(rich_table(table.fillna("-"), f"{len(table)} runs under {opts.path}"))
+        shown = table.astype(object).where(table.notna(), "-")  # an empty cell reads "-"
+        out_console.print(rich_table(shown, f"{len(table)} runs under {opts.path}"))
     return 0
 
 
