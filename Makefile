@@ -24,8 +24,9 @@ install: $(STAMP)
 run: install
 	$(BIN)/unlearn run $(ARGS)
 
-# One pytest worker per core (tests/conftest.py gives each its share of the threads).
-PYTEST_ARGS ?= -n auto
+# One pytest worker per core (tests/conftest.py gives each its share of the threads); worksteal
+# hands a worker that ran dry the other's queued tests, so a long test at the end idles no core.
+PYTEST_ARGS ?= -n auto --dist worksteal
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
