@@ -219,26 +219,24 @@ def copies(ev: Evaluation) -> Rows:
 )  # fmt: skip
 def corruption(ev: Evaluation) -> Rows:
     manipulation, data, batch = ev.split.corruption, ev.split.data, ev.options.batch_size
-    views: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     x_test, y_test = data.x_test, data.y_test
-    if manipulation.kind == "poison":
-        others = y_test != manipulation.target
-        views["acc_corr"] = (manipulation.patched(x_test[others], data), y_test[others])
-        views["acc_retain"] = (x_test, y_test)
-    else:
-        pair = torch.isin(y_test, torch.as_tensor(manipulation.classes))
-        views["acc_corr"] = (x_test[pair], y_test[pair])
-        views["acc_retain"] = (x_test[~pair], y_test[~pair])
     left = np.intersect1d(manipulation.left, ev.split.retain_idx)
     followed = accuracy_on_rows(ev, left) if len(left) else {}
     rows: Rows = {}
     for role, model in ev.models.items():
-        row = {name: percent_correct(predict_logits(model, x, ev.device, batch), y)
-               for name, (x, y) in views.items()}  # fmt: skip
+        test = ev.test_logits(role)  # the clean test images: no forward pass again
         if manipulation.kind == "poison":
-            x, y = views["acc_corr"]
-            hit = predict_logits(model, x, ev.device, batch).argmax(dim=1) == manipulation.target
-            row["attack_success"] = 100.0 * hit.double().mean().item() if len(y) else math.nan
+            others = y_test != manipulation.target
+            patched = predict_logits(model, manipulation.patched(x_test[others], data), ev.device,
+                                     batch)  # fmt: skip
+            hit = patched.argmax(dim=1) == manipulation.target
+            row = {"acc_corr": percent_correct(patched, y_test[others]),
+                   "acc_retain": percent_correct(test, y_test),
+                   "attack_success": 100.0 * hit.double().mean().item() if len(hit) else math.nan}
+        else:
+            pair = torch.isin(y_test, torch.as_tensor(manipulation.classes))
+            row = {"acc_corr": percent_correct(test[pair], y_test[pair]),
+                   "acc_retain": percent_correct(test[~pair], y_test[~pair])}
         row["left_manip_acc"] = followed.get(role, math.nan)
         rows[role] = row
     if "retrain_clean" in rows:

@@ -30,8 +30,8 @@ def evaluate_models(
         logits[role], labels = view_logits(model, split, device, cfg.batch_size)
     ev = Evaluation(models, split, cfg, seed, device, seconds, counts, logits, labels)
     rows = CATALOGUE.compute(ev)
-    x_test, y_test = split.data.x_test, split.data.y_test
-    full_test = {r: predict_logits(m, x_test, device, cfg.batch_size) for r, m in models.items()}
+    y_test = split.data.y_test
+    full_test = {role: ev.test_logits(role) for role in models}
     details: dict = {
         "per_class_test_acc": {
             r: per_class_accuracy(full_test[r], y_test, split.data.classes) for r in models

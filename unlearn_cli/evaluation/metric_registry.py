@@ -92,6 +92,16 @@ class Evaluation:
     labels: dict[str, torch.Tensor]  # view -> labels
     rows: dict[str, dict[str, float]] = field(default_factory=dict)  # role -> figures so far
 
+    def test_logits(self, role: str) -> torch.Tensor:
+        """`role`'s logits on every test image: the run's test view when it drops none (no
+        forward pass again), else a pass over the whole test set."""
+        from unlearn_cli.inference import predict_logits
+
+        data = self.split.data
+        if len(self.labels["test"]) == len(data.y_test):
+            return self.logits[role]["test"]
+        return predict_logits(self.models[role], data.x_test, self.device, self.options.batch_size)
+
     @property
     def has_reference(self) -> bool:
         """Whether a retrained model is there to measure against (evaluation.reference)."""
