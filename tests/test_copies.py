@@ -70,6 +70,24 @@ def test_planted_copies_are_found_and_clean_data_gives_nothing_else(kind):
         assert set(found["kind"]) == {"exact"} and found["mirrored"].all()
 
 
+def test_a_shift_that_moves_content_across_the_border_is_found():
+    """Content at the border (a bar along the top and left) repeated into the uncovered rows
+    moves the centre of mass: centring alone misaligns such a copy, the window check finds it."""
+    images = noise_images(300)
+    rng = np.random.default_rng(1)
+    images[:, :3, :] = rng.integers(120, 256, size=(len(images), 1, 1), dtype=np.uint8)
+    images[:, :, :2] = rng.integers(120, 256, size=(len(images), 1, 1), dtype=np.uint8)
+    split = image_split(images, forget_fraction=0.2)
+    detect = Detectors(split.data, ("pixels",), 1, 0.997, 0.05, 0.98)
+    assert detect.pairs(split.forget_idx, split.retain_idx, ("pixels",)).empty
+    planted, truth = plant_copies(split, PlantOptions(share=1.0, max_copies=1,
+                                                      augmentations=["shift"]), seed=0)  # fmt: skip
+    detect.data = planted.data
+    found = detect.pairs(planted.forget_idx, planted.retain_idx, ("pixels",))
+    got = set(zip(found["forget_row"], found["copy_row"], strict=True))
+    assert got == set(zip(truth.source.tolist(), truth.rows.tolist(), strict=True))
+
+
 def test_a_reencoded_png_of_the_same_pixels_is_an_exact_copy(make_cfg, tmp_path):
     from unlearn_cli.data import load_dataset
     from unlearn_cli.validate import validate_config

@@ -14,14 +14,17 @@ Five detectors, each an index query, never an all-pairs Python loop:
 - **pixels** (images): the pixels themselves, each image moved so that its centre of mass sits
   in the middle (a copy shifted by a few pixels lines up again), compared by the correlation
   of their pixels (cosine of the centred values, the best of the 9 placements within one pixel
-  of that), near when at least `request.pixel_similarity`;
+  of that), near when at least `request.pixel_similarity`; a pair that comes close but not
+  there is compared again as stored, the inner window of one against the other's at every
+  offset up to 2 pixels (a shift that moved content across the border fools the centring);
 - **rows** (tables): standardised rows within `request.row_distance` (Euclidean over
   sqrt(features)).
 
 Images are also looked up as their horizontal mirror (pHash and CNN features are not
 mirror-invariant, and a mirrored photo is the same photo). Neighbour queries go through
-scikit-learn's `NearestNeighbors` (brute force in chunks: fast at these sizes; a Hamming or
-cosine ball tree would not be faster in 64 or a few hundred dimensions).
+scikit-learn's `NearestNeighbors` (brute force in chunks: fast at these sizes; a cosine ball
+tree would not be faster in a few hundred dimensions); pHash's Hamming ball is a chunked XOR and
+popcount of the packed 64-bit hashes.
 """
 
 from __future__ import annotations
@@ -43,7 +46,14 @@ log = logging.getLogger(__name__)
 
 # How strongly a pair is a copy: a pair found by several scans is listed under the first.
 KINDS = ("exact", "pixels", "phash", "features", "rows")
-CANDIDATE_SIMILARITY = 0.85  # the pixel scan checks the 9 placements of pairs above this
+CANDIDATE_SIMILARITY = 0.80  # the pixel scan checks the 9 placements of pairs above this
+# Pairs whose best placement lands between this and the threshold get the window check: a shift
+# whose uncovered border held content moves the centre of mass, so centring misaligns it.
+WINDOW_CHECK_FROM = 0.90
+SHIFT_MARGIN = 2  # the window check finds shifts up to this many pixels
+# scipy.fftpack.dct's unnormalised DCT-II, y[k] = 2 sum_n x[n] cos(pi k (2n + 1) / 2N), N = 32:
+# its 8 lowest frequencies as a matrix, so the hash costs two small products per image.
+DCT_LOW_8x32 = 2 * np.cos(np.pi * np.arange(8)[:, None] * (2 * np.arange(32)[None, :] + 1) / 64)
 PAIR_COLUMNS = ("forget_row", "copy_row", "kind", "distance", "mirrored", "matched_by")
 
 
@@ -87,7 +97,6 @@ def phash_bits(images: np.ndarray) -> np.ndarray:
     """`imagehash.phash` of each uint8 image (n, C, H, W), as (n, 64) booleans: greyscale,
     Lanczos resize to 32x32 (PIL, as imagehash does), 2-D DCT-II, the top-left 8x8, above its
     median. The DCT and median run over all images at once."""
-    import scipy.fftpack
     from PIL import Image
 
     def small(image: np.ndarray) -> np.ndarray:
@@ -97,8 +106,8 @@ def phash_bits(images: np.ndarray) -> np.ndarray:
     if not len(images):
         return np.empty((0, 64), dtype=bool)
     pixels = np.stack([small(image) for image in images]).astype(np.float64)
-    dct = scipy.fftpack.dct(scipy.fftpack.dct(pixels, axis=1), axis=2)[:, :8, :8]
-    flat = dct.reshape(len(dct), 64)
+    low = DCT_LOW_8x32  # the 8 lowest rows of scipy's DCT-II: only they enter the hash
+    flat = (low @ pixels @ low.T).reshape(len(pixels), 64)
     return flat > np.median(flat, axis=1, keepdims=True)
 
 
@@ -106,10 +115,14 @@ def mirror(images: np.ndarray) -> np.ndarray:
     return images[..., ::-1].copy()
 
 
-def centred_on_mass(images: np.ndarray) -> np.ndarray:
-    """uint8 images (n, C, H, W) as float greyscale (n, H, W), each rolled so that its centre
-    of mass is the image's centre (to the nearest pixel)."""
-    grey = images.astype(np.float64).mean(axis=1)
+def greyscale(images: np.ndarray) -> np.ndarray:
+    """uint8 images (n, C, H, W) as float32 greyscale (n, H, W)."""
+    return images.astype(np.float32).mean(axis=1)
+
+
+def centred_on_mass(grey: np.ndarray) -> np.ndarray:
+    """Greyscale images (n, H, W), each rolled so that its centre of mass is the image's centre
+    (to the nearest pixel)."""
     n, height, width = grey.shape
     mass = grey.sum(axis=(1, 2)).clip(1e-9)
     ys = (grey.sum(axis=2) * np.arange(height)).sum(axis=1) / mass
@@ -121,9 +134,18 @@ def centred_on_mass(images: np.ndarray) -> np.ndarray:
 
 def unit_centred(images: np.ndarray) -> np.ndarray:
     """Each image as a vector with mean 0 and norm 1 (so a dot product is a correlation)."""
-    flat = images.reshape(len(images), -1)
+    flat = images.reshape(len(images), int(np.prod(images.shape[1:])))
     flat = flat - flat.mean(axis=1, keepdims=True)
     return flat / np.linalg.norm(flat, axis=1, keepdims=True).clip(1e-9)
+
+
+def pair_dots(a: np.ndarray, b: np.ndarray, qa: np.ndarray, pb: np.ndarray,
+              chunk: int = 8192) -> np.ndarray:  # fmt: skip
+    """Row-wise dot products a[qa[i]] . b[pb[i]], in chunks (the gathered rows stay small)."""
+    out = np.empty(len(qa), dtype=np.float64)
+    for i in range(0, len(qa), chunk):
+        out[i : i + chunk] = np.einsum("ij,ij->i", a[qa[i : i + chunk]], b[pb[i : i + chunk]])
+    return out
 
 
 def best_placement(queries: np.ndarray, flat_points: np.ndarray, q: np.ndarray,
@@ -134,7 +156,26 @@ def best_placement(queries: np.ndarray, flat_points: np.ndarray, q: np.ndarray,
     for dy in (-1, 0, 1):
         for dx in (-1, 0, 1):
             moved = unit_centred(np.roll(queries, (dy, dx), axis=(1, 2)))
-            best = np.maximum(best, (moved[q] * flat_points[p]).sum(axis=1))
+            best = np.maximum(best, pair_dots(moved, flat_points, q, p))
+    return best
+
+
+def window_similarity(queries: np.ndarray, points: np.ndarray, q: np.ndarray, p: np.ndarray,
+                      margin: int = SHIFT_MARGIN) -> np.ndarray:  # fmt: skip
+    """For pairs (queries[q], points[p]) of greyscale images as stored (not centred): the best
+    correlation of the query's inner window (the image less `margin` pixels each side) with
+    the point's window at each offset within `margin`. A copy shifted by up to `margin`
+    pixels matches at its offset whatever its uncovered border holds (a repeated edge, black,
+    or content wrapped round): the window never reaches that border."""
+    height, width = queries.shape[1:]
+    inner = (slice(None), slice(margin, height - margin), slice(margin, width - margin))
+    window = unit_centred(queries[q][inner])
+    best = np.full(len(q), -1.0)
+    for dy in range(-margin, margin + 1):
+        for dx in range(-margin, margin + 1):
+            moved = points[p][:, margin + dy : height - margin + dy,
+                              margin + dx : width - margin + dx]  # fmt: skip
+            best = np.maximum(best, np.einsum("ij,ij->i", window, unit_centred(moved)))
     return best
 
 
@@ -154,8 +195,7 @@ def exact_pairs(query_keys: np.ndarray, index_keys: np.ndarray, query: np.ndarra
 
 
 def radius_pairs(kind: str, queries: np.ndarray, points: np.ndarray, radius: float,
-                 metric: str, query: np.ndarray, index: np.ndarray,
-                 scale: float = 1.0) -> Found:  # fmt: skip
+                 metric: str, query: np.ndarray, index: np.ndarray) -> Found:  # fmt: skip
     """Every (query, point) pair within `radius` by `metric` (scikit-learn, brute force)."""
     from sklearn.neighbors import NearestNeighbors
 
@@ -166,8 +206,30 @@ def radius_pairs(kind: str, queries: np.ndarray, points: np.ndarray, radius: flo
     counts = np.array([len(n) for n in neighbours])
     q = np.repeat(query, counts)
     m = index[np.concatenate(neighbours).astype(np.int64)] if counts.sum() else np.empty(0, int)
-    d = np.concatenate(distances) * scale if counts.sum() else np.empty(0)
+    d = np.concatenate(distances) if counts.sum() else np.empty(0)
     return Found(kind, q.astype(np.int64), np.asarray(m, dtype=np.int64), d)
+
+
+def packed(bits: np.ndarray) -> np.ndarray:
+    """(n, 64) booleans as n 64-bit words."""
+    return np.packbits(bits, axis=1).view(np.uint64).ravel()
+
+
+def hamming_pairs(queries: np.ndarray, points: np.ndarray, max_distance: int, query: np.ndarray,
+                  index: np.ndarray, chunk: int = 256) -> Found:  # fmt: skip
+    """Every (query, point) pair of 64-bit hashes at most `max_distance` bits apart: brute force
+    in chunks, one XOR and popcount per pair (10x faster than scikit-learn's float Hamming)."""
+    q_all, m_all, d_all = [], [], []
+    for start in range(0, len(queries), chunk):
+        bits = np.bitwise_count(queries[start : start + chunk, None] ^ points[None, :])
+        q, m = np.nonzero(bits <= max_distance)
+        q_all.append(query[start + q])
+        m_all.append(index[m])
+        d_all.append(bits[q, m].astype(np.float64))
+    if not q_all:
+        return Found("phash", np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0))
+    return Found("phash", np.concatenate(q_all).astype(np.int64),
+                 np.concatenate(m_all).astype(np.int64), np.concatenate(d_all))  # fmt: skip
 
 
 def both_ways(scan: Callable[[Any], Found], plain: Any, mirrored: Any) -> Found:
@@ -187,11 +249,15 @@ def merge(found: list[Found]) -> pd.DataFrame:
     pairs = pd.concat(frames, ignore_index=True)
     pairs["rank"] = pairs["kind"].map(KINDS.index)
     pairs = pairs.sort_values(["forget_row", "copy_row", "rank", "distance"])
-    kinds = pairs.groupby(["forget_row", "copy_row"], sort=False)["kind"].agg(
-        lambda k: ";".join(dict.fromkeys(k))
-    )
+    # which kinds found each pair, as flags (a cythonised groupby, not a Python call per pair)
+    flags = pd.get_dummies(pairs["kind"]).groupby([pairs["forget_row"], pairs["copy_row"]],
+                                                  sort=False).max()  # fmt: skip
     best = pairs.drop_duplicates(["forget_row", "copy_row"]).set_index(["forget_row", "copy_row"])
-    best["matched_by"] = kinds
+    found = [kind for kind in KINDS if kind in flags.columns]
+    joined = np.full(len(flags), "", dtype=object)
+    for kind in found:
+        joined = joined + np.where(flags[kind].to_numpy(), kind + ";", "")
+    best["matched_by"] = pd.Series(joined, index=flags.index).str.rstrip(";")
     return best.reset_index()[list(PAIR_COLUMNS)]
 
 
@@ -236,25 +302,29 @@ class Detectors:
         return both_ways(scan, values, mirror(values)) if self.is_image else scan(values)
 
     def _phash(self, query: np.ndarray, index: np.ndarray) -> Found:
-        points = phash_bits(raw_pixels(self.data, index))
-        radius = (self.phash_distance + 0.5) / 64  # hamming = the share of differing bits
+        points = packed(phash_bits(raw_pixels(self.data, index)))
 
         def scan(images: np.ndarray) -> Found:
-            return radius_pairs("phash", phash_bits(images), points, radius, "hamming", query,
-                                index, scale=64.0)  # fmt: skip
+            return hamming_pairs(packed(phash_bits(images)), points, self.phash_distance, query,
+                                 index)  # fmt: skip
 
         images = raw_pixels(self.data, query)
         return both_ways(scan, images, mirror(images))
 
     def _pixels(self, query: np.ndarray, index: np.ndarray) -> Found:
-        flat_points = unit_centred(centred_on_mass(raw_pixels(self.data, index)))
+        points = greyscale(raw_pixels(self.data, index))
+        flat_points = unit_centred(centred_on_mass(points))
 
         def scan(images: np.ndarray) -> Found:
-            queries = centred_on_mass(images)
+            grey = greyscale(images)
+            queries = centred_on_mass(grey)
             near = radius_pairs("pixels", unit_centred(queries), flat_points,
                                 1 - CANDIDATE_SIMILARITY, "cosine", np.arange(len(query)),
                                 np.arange(len(index)))  # fmt: skip
             similarity = best_placement(queries, flat_points, near.query, near.match)
+            unsure = (similarity >= WINDOW_CHECK_FROM) & (similarity < self.pixel_similarity)
+            similarity[unsure] = np.maximum(similarity[unsure], window_similarity(
+                grey, points, near.query[unsure], near.match[unsure]))  # fmt: skip
             keep = similarity >= self.pixel_similarity
             return Found("pixels", query[near.query[keep]], index[near.match[keep]],
                          1 - similarity[keep])  # fmt: skip
