@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from PIL import Image
@@ -70,22 +71,32 @@ def test_planted_copies_are_found_and_clean_data_gives_nothing_else(kind):
         assert set(found["kind"]) == {"exact"} and found["mirrored"].all()
 
 
-def test_a_shift_that_moves_content_across_the_border_is_found():
-    """Content at the border (a bar along the top and left) repeated into the uncovered rows
-    moves the centre of mass: centring alone misaligns such a copy, the window check finds it."""
-    images = noise_images(300)
-    rng = np.random.default_rng(1)
-    images[:, :3, :] = rng.integers(120, 256, size=(len(images), 1, 1), dtype=np.uint8)
-    images[:, :, :2] = rng.integers(120, 256, size=(len(images), 1, 1), dtype=np.uint8)
-    split = image_split(images, forget_fraction=0.2)
+def test_a_shift_that_moves_content_across_the_border_is_found(monkeypatch):
+    """Content at the border (a grey bar along the top) repeated into the uncovered rows moves
+    the centre of mass: centring alone misaligns most such copies; the window check, which
+    compares the stored images at every offset within 2 pixels, finds them."""
+    import unlearn_cli.copies.scan as scan
+    from scipy.ndimage import gaussian_filter
+
+    blobs = gaussian_filter(noise_images(300).astype(float), sigma=(0, 1.0, 1.0))
+    blobs = blobs / blobs.max(axis=(1, 2), keepdims=True) * 255
+    blobs[:, :1, :] = np.random.default_rng(1).integers(60, 100, size=(len(blobs), 1, 1))
+    split = image_split(blobs.round().astype(np.uint8), forget_fraction=0.2)
     detect = Detectors(split.data, ("pixels",), 1, 0.997, 0.05, 0.98)
     assert detect.pairs(split.forget_idx, split.retain_idx, ("pixels",)).empty
     planted, truth = plant_copies(split, PlantOptions(share=1.0, max_copies=1,
                                                       augmentations=["shift"]), seed=0)  # fmt: skip
     detect.data = planted.data
-    found = detect.pairs(planted.forget_idx, planted.retain_idx, ("pixels",))
-    got = set(zip(found["forget_row"], found["copy_row"], strict=True))
-    assert got == set(zip(truth.source.tolist(), truth.rows.tolist(), strict=True))
+    wanted = set(zip(truth.source.tolist(), truth.rows.tolist(), strict=True))
+
+    def found() -> set:
+        pairs = detect.pairs(planted.forget_idx, planted.retain_idx, ("pixels",))
+        return set(zip(pairs["forget_row"], pairs["copy_row"], strict=True))
+
+    got = found()
+    assert got <= wanted and len(got) >= 0.85 * len(wanted)
+    monkeypatch.setattr(scan, "WINDOW_CHECK_FROM", 2.0)  # centring alone
+    assert len(found()) < 0.5 * len(wanted)
 
 
 def test_a_reencoded_png_of_the_same_pixels_is_an_exact_copy(make_cfg, tmp_path):
@@ -207,7 +218,7 @@ BAD = [
     (["dataset=synthetic", "request.scan=[phash]"], "phash hashes images"),
     (["dataset=synthetic", "request.plant.share=0.1"], "request.plant makes image copies"),
     (["forget_fraction=null", "stream=random4", "request.copies=extend"],
-     "streams are not scanned"),
+     "apply to single requests"),
 ]  # fmt: skip
 
 
@@ -275,3 +286,62 @@ def test_the_every_method_effect_table_pairs_report_with_extend(tmp_path):
     assert "| oracle (retrain) | 8.00 | 20.00 |" in text
     assert "| ssd | 10.00 | 30.00 | 5.00 | 15.00 |" in text
     assert "| influence | 5.00 | - | 2.50 | - |" in text  # its extend run is missing
+
+
+def duplicated_image_folder(tmp_path):
+    """An image folder whose dog/saved-again.png has cat0.png's pixels; the dataset options."""
+    root = write_image_folder(tmp_path / "images", per_class=8, broken=False)
+    pixels = np.asarray(Image.open(root / "cat" / "cat0.png"))
+    Image.fromarray(pixels).save(root / "dog" / "saved-again.png")
+    return ["dataset=imagefolder", f"dataset.root={root}", "dataset.image_size=12",
+            "dataset.test_size=0.25"]  # fmt: skip
+
+
+def test_a_stream_scans_each_request_against_its_own_retain_set(make_cfg, tmp_path):
+    from unlearn_cli.data import load_dataset
+    from unlearn_cli.stream.run import run_stream
+    from unlearn_cli.validate import validate_config
+
+    folder = duplicated_image_folder(tmp_path)
+    data = load_dataset(validate_config(make_cfg(*TINY[1:], *folder)).dataset, tmp_path / "cache")
+    ids = [str(i) for i in data.ids()]
+    cat0 = next(i for i in ids if i.endswith("cat0.png"))
+    again = next(i for i in ids if i.endswith("saved-again.png"))
+    files = []
+    for k, names in enumerate([[next(i for i in ids if i.endswith("dog1.png"))], [cat0]]):
+        files.append(tmp_path / f"request{k + 1}.txt")
+        files[-1].write_text("".join(f"{n}\n" for n in names))
+    steps = f"stream.steps=[{{forget_indices_file: {files[0]}}},{{forget_indices_file: {files[1]}}}]"
+    # the model-free scans: a tiny model's features call these noise images alike
+    done = run_stream(validate_config(make_cfg(*TINY[1:], *folder, "method=finetune", steps,
+                                               "request.scan=[exact,pixels,phash]",
+                                               "evaluation.plots=false")), tmp_path / "run")  # fmt: skip
+    by_step = done["copies"]["steps"]
+    assert by_step["1"]["num_request_copies"] == 0
+    assert by_step["2"]["num_request_copies"] == 1
+    table = pd.read_csv(tmp_path / "run" / "copies" / "step-2" / "copies.csv")
+    exact = table[table["kind"] == "exact"]
+    assert list(zip(exact["forget_id"], exact["copy_id"], strict=True)) == [(cat0, again)]
+
+
+def test_a_stream_with_a_copied_request_is_refused_before_any_training(run_cli, tmp_path):
+    from hydra import compose, initialize_config_module
+
+    from unlearn_cli.data import load_dataset
+    from unlearn_cli.validate import validate_config
+
+    folder = duplicated_image_folder(tmp_path)
+    with initialize_config_module("unlearn_cli.configs", version_base="1.3"):
+        config = validate_config(compose("config", overrides=[*TINY[1:], *folder]))
+    ids = [str(i) for i in load_dataset(config.dataset, tmp_path / "scratch").ids()]
+    first, second = tmp_path / "request1.txt", tmp_path / "request2.txt"
+    first.write_text(next(i for i in ids if i.endswith("dog1.png")) + "\n")
+    second.write_text(next(i for i in ids if i.endswith("cat0.png")) + "\n")
+    done = run_cli("run", *TINY[1:], *folder, "forget_fraction=null",
+                   f"stream.steps=[{{forget_indices_file: {first}}},"
+                   f"{{forget_indices_file: {second}}}]",
+                   "request.copies=refuse", f"hydra.run.dir={tmp_path / 'run'}")  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    line = done.stderr.strip().splitlines()[-1]
+    assert "request.copies=refuse" in line and "step-2" in line
+    assert not list((tmp_path / "cache").glob("models/*"))  # nothing trained

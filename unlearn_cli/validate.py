@@ -169,10 +169,10 @@ def validate_config(cfg: Mapping) -> RunConfig:
             )
         if run.corruption.active:
             raise UserError("corruption applies to a single request; drop stream")
-        if run.request.copies in ("extend", "refuse") or run.request.plant.share is not None:
+        if run.request.copies == "extend" or run.request.plant.share is not None:
             raise UserError(
-                "request.copies=extend|refuse and request.plant apply to single requests; "
-                "streams are not scanned for copies yet (request.copies=report or off)"
+                "request.copies=extend and request.plant apply to single requests; a stream's "
+                "requests are scanned and reported, or refused (request.copies=report|refuse|off)"
             )
     check_writable(Path(run.cache_dir), "cache_dir", read_only_ok=True)
     return config

@@ -38,7 +38,8 @@ from unlearn_cli.methods.sisa import SisaTrainer
 from unlearn_cli.models.checkpoint import load_checkpoint, read_metadata, save_checkpoint
 from unlearn_cli.record import RunRecord
 from unlearn_cli.registry import Choice
-from unlearn_cli.run import check_before_training, role_labels, write_outputs
+from unlearn_cli.copies.request import CopyCheck
+from unlearn_cli.run import check_before_training, copy_check, role_labels, write_outputs
 from unlearn_cli.run_models import Workshop, the_original, unlearn_model
 from unlearn_cli.stream.plan import StreamPlan, plan_stream
 from unlearn_cli.training import train_classifier
@@ -66,16 +67,16 @@ def run_stream(config: RunConfig, run_dir: Path | str) -> dict:
         raise UserError("original.checkpoint already forgot earlier requests; a stream on it "
                         "is not supported yet: put those requests first in the stream, or "
                         "run its requests one by one through original.checkpoint")  # fmt: skip
-    if run.request.active:
-        log.info("the copy scan (request.copies) runs on single requests; streams are not "
-                 "scanned yet")  # fmt: skip
     record = RunRecord(run_dir, config, forget_tag_of(config))
     record.update(stream=describe_plan(plan), device=str(device))
+    copies = copy_checks(config, plan, run_dir)
+    for k, check in copies.items():  # request.copies=refuse stops here when a hash finds copies
+        check.before_model()
     log.info("%s on %s/%s: a stream of %d requests (%s), device %s", config.method.name,
              data.name, config.model.name, len(plan.requests),
              ", ".join(r.tag for r in plan.requests), device)  # fmt: skip
     with record.failures_recorded():
-        steps = run_steps(config, plan, device, given, record)
+        steps = run_steps(config, plan, device, given, record, copies)
         last = steps[-1]  # a request: a stream ends with one (StreamOptions.check)
         write_outputs(run_dir, last["model"], last["rows"], config, last["split"])
         records = [step_record(s) for s in steps]
@@ -132,13 +133,45 @@ class StepStore:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
+def copy_checks(config: RunConfig, plan: StreamPlan, run_dir: Path) -> dict[int, CopyCheck]:
+    """The copy scan of each forget request of the stream (request.copies=report|refuse), by
+    step; each step's pairs go to copies/step-<k>/copies.csv. A request is scanned against the
+    retain set of its own step (what was learnt by then, less what was forgotten before)."""
+    checks = {}
+    for k in range(1, len(plan.requests) + 1):
+        if plan.requests[k - 1].is_learn:
+            continue
+        folder = run_dir / "copies" / f"step-{k}"
+        check = copy_check(config, plan.step_split(k), folder)
+        if check is None:
+            return {}
+        folder.mkdir(parents=True, exist_ok=True)
+        checks[k] = check
+    return checks
+
+
+def scan_with_original(copies: dict[int, CopyCheck], original: nn.Module, device: torch.device,
+                       record: RunRecord, plots: bool) -> None:  # fmt: skip
+    """The feature scans and hidden members of every request (before any unlearning), then
+    metrics.json's `copies` by step and the count each step leaves in its retain set."""
+    for k, check in copies.items():
+        check.with_original(original, device)  # refuse stops here; extend is not offered
+        if plots:
+            check.write_plot(check.run_dir)
+        log.info("step %d: %s", k, check.caption())
+    if copies:
+        record.update(copies={"steps": {str(k): c.summary() for k, c in copies.items()},
+                              "seconds": sum(c.seconds for c in copies.values())})  # fmt: skip
+
+
 def run_steps(config: RunConfig, plan: StreamPlan, device: torch.device, given,
-              record: RunRecord) -> list[dict]:  # fmt: skip
+              record: RunRecord, copies: dict[int, CopyCheck] | None = None) -> list[dict]:
     """Every step in order; each step's record is written as soon as it is done."""
     evaluation = config.evaluation.options
     start = Workshop(config, plan.original_split(), device)
     original, _ = the_original(start, given)
     original = original.to(device)
+    scan_with_original(copies or {}, original, device, record, evaluation.plots)
     memorises = original_memorises(config, plan, original, device)
     store = StepStore(start, plan, given)
     model: nn.Module = original
