@@ -75,8 +75,9 @@ def test_a_shift_that_moves_content_across_the_border_is_found(monkeypatch):
     """Content at the border (a grey bar along the top) repeated into the uncovered rows moves
     the centre of mass: centring alone misaligns most such copies; the window check, which
     compares the stored images at every offset within 2 pixels, finds them."""
-    import unlearn_cli.copies.scan as scan
     from scipy.ndimage import gaussian_filter
+
+    import unlearn_cli.copies.scan as scan
 
     blobs = gaussian_filter(noise_images(300).astype(float), sigma=(0, 1.0, 1.0))
     blobs = blobs / blobs.max(axis=(1, 2), keepdims=True) * 255
@@ -311,11 +312,13 @@ def test_a_stream_scans_each_request_against_its_own_retain_set(make_cfg, tmp_pa
     for k, names in enumerate([[next(i for i in ids if i.endswith("dog1.png"))], [cat0]]):
         files.append(tmp_path / f"request{k + 1}.txt")
         files[-1].write_text("".join(f"{n}\n" for n in names))
-    steps = f"stream.steps=[{{forget_indices_file: {files[0]}}},{{forget_indices_file: {files[1]}}}]"
+    steps = (
+        f"stream.steps=[{{forget_indices_file: {files[0]}}},{{forget_indices_file: {files[1]}}}]"
+    )
     # the model-free scans: a tiny model's features call these noise images alike
-    done = run_stream(validate_config(make_cfg(*TINY[1:], *folder, "method=finetune", steps,
-                                               "request.scan=[exact,pixels,phash]",
-                                               "evaluation.plots=false")), tmp_path / "run")  # fmt: skip
+    config = validate_config(make_cfg(*TINY[1:], *folder, "method=finetune", steps,
+                                      "request.scan=[exact,pixels,phash]"))  # fmt: skip
+    done = run_stream(config, tmp_path / "run")
     by_step = done["copies"]["steps"]
     assert by_step["1"]["num_request_copies"] == 0
     assert by_step["2"]["num_request_copies"] == 1

@@ -66,10 +66,12 @@ def main(argv: list[str] | None = None) -> None:
             swapped = torch.as_tensor(truth.rows)
             fits = percent(manipulated, corrupted.x_train[swapped], corrupted.y_train[swapped],
                            batch)  # fmt: skip
-            print(f"{seed:>4}  {share:5.2f}  {len(truth.rows):>11}  {acc_clean:14.1f}  "
-                  f"{acc_manip:14.1f}  {acc_clean - acc_manip:6.1f}  {fits:12.1f}", flush=True)
+            print(
+                f"{seed:>4}  {share:5.2f}  {len(truth.rows):>11}  {acc_clean:14.1f}  "
+                f"{acc_manip:14.1f}  {acc_clean - acc_manip:6.1f}  {fits:12.1f}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":
     main()
-

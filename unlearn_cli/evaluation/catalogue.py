@@ -230,13 +230,17 @@ def corruption(ev: Evaluation) -> Rows:
             patched = predict_logits(model, manipulation.patched(x_test[others], data), ev.device,
                                      batch)  # fmt: skip
             hit = patched.argmax(dim=1) == manipulation.target
-            row = {"acc_corr": percent_correct(patched, y_test[others]),
-                   "acc_retain": percent_correct(test, y_test),
-                   "attack_success": 100.0 * hit.double().mean().item() if len(hit) else math.nan}
+            row = {
+                "acc_corr": percent_correct(patched, y_test[others]),
+                "acc_retain": percent_correct(test, y_test),
+                "attack_success": 100.0 * hit.double().mean().item() if len(hit) else math.nan,
+            }
         else:
             pair = torch.isin(y_test, torch.as_tensor(manipulation.classes))
-            row = {"acc_corr": percent_correct(test[pair], y_test[pair]),
-                   "acc_retain": percent_correct(test[~pair], y_test[~pair])}
+            row = {
+                "acc_corr": percent_correct(test[pair], y_test[pair]),
+                "acc_retain": percent_correct(test[~pair], y_test[~pair]),
+            }
         row["left_manip_acc"] = followed.get(role, math.nan)
         rows[role] = row
     if "retrain_clean" in rows:

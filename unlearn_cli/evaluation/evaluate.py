@@ -10,7 +10,7 @@ from unlearn_cli.data.split import ForgetSplit
 from unlearn_cli.evaluation.catalogue import CATALOGUE
 from unlearn_cli.evaluation.closeness import confusion_matrix, per_class_accuracy
 from unlearn_cli.evaluation.metric_registry import Evaluation
-from unlearn_cli.evaluation.metrics import predict_logits, true_class_confidence, view_logits
+from unlearn_cli.evaluation.metrics import true_class_confidence, view_logits
 from unlearn_cli.evaluation.options import EvaluationOptions
 
 

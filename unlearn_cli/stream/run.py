@@ -24,6 +24,7 @@ from torch import nn
 
 from unlearn_cli.cache import cache_key
 from unlearn_cli.console import out_console
+from unlearn_cli.copies.request import CopyCheck
 from unlearn_cli.cost import Cost
 from unlearn_cli.data import ForgetSplit, load_dataset
 from unlearn_cli.data.spec import forget_tag_of
@@ -38,7 +39,6 @@ from unlearn_cli.methods.sisa import SisaTrainer
 from unlearn_cli.models.checkpoint import load_checkpoint, read_metadata, save_checkpoint
 from unlearn_cli.record import RunRecord
 from unlearn_cli.registry import Choice
-from unlearn_cli.copies.request import CopyCheck
 from unlearn_cli.run import check_before_training, copy_check, role_labels, write_outputs
 from unlearn_cli.run_models import Workshop, the_original, unlearn_model
 from unlearn_cli.stream.plan import StreamPlan, plan_stream
@@ -70,7 +70,7 @@ def run_stream(config: RunConfig, run_dir: Path | str) -> dict:
     record = RunRecord(run_dir, config, forget_tag_of(config))
     record.update(stream=describe_plan(plan), device=str(device))
     copies = copy_checks(config, plan, run_dir)
-    for k, check in copies.items():  # request.copies=refuse stops here when a hash finds copies
+    for check in copies.values():  # request.copies=refuse stops here when a hash finds copies
         check.before_model()
     log.info("%s on %s/%s: a stream of %d requests (%s), device %s", config.method.name,
              data.name, config.model.name, len(plan.requests),
@@ -164,8 +164,14 @@ def scan_with_original(copies: dict[int, CopyCheck], original: nn.Module, device
                               "seconds": sum(c.seconds for c in copies.values())})  # fmt: skip
 
 
-def run_steps(config: RunConfig, plan: StreamPlan, device: torch.device, given,
-              record: RunRecord, copies: dict[int, CopyCheck] | None = None) -> list[dict]:
+def run_steps(
+    config: RunConfig,
+    plan: StreamPlan,
+    device: torch.device,
+    given,
+    record: RunRecord,
+    copies: dict[int, CopyCheck] | None = None,
+) -> list[dict]:
     """Every step in order; each step's record is written as soon as it is done."""
     evaluation = config.evaluation.options
     start = Workshop(config, plan.original_split(), device)
