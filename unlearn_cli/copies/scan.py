@@ -129,7 +129,10 @@ def centred_on_mass(grey: np.ndarray) -> np.ndarray:
     xs = (grey.sum(axis=1) * np.arange(width)).sum(axis=1) / mass
     dy = np.round((height - 1) / 2 - ys).astype(int)
     dx = np.round((width - 1) / 2 - xs).astype(int)
-    return np.stack([np.roll(g, (y, x), axis=(0, 1)) for g, y, x in zip(grey, dy, dx, strict=True)])
+    # np.roll per image, as one gather: out[i, y, x] = grey[i, (y - dy_i) % H, (x - dx_i) % W]
+    ys = (np.arange(height)[None, :, None] - dy[:, None, None]) % height
+    xs = (np.arange(width)[None, None, :] - dx[:, None, None]) % width
+    return grey[np.arange(n)[:, None, None], ys, xs]
 
 
 def unit_centred(images: np.ndarray) -> np.ndarray:
