@@ -322,6 +322,7 @@ def test_a_stream_scans_each_request_against_its_own_retain_set(make_cfg, tmp_pa
     by_step = done["copies"]["steps"]
     assert by_step["1"]["num_request_copies"] == 0
     assert by_step["2"]["num_request_copies"] == 1
+    assert by_step["2"]["csv"] == "copies/step-2/copies.csv"
     table = pd.read_csv(tmp_path / "run" / "copies" / "step-2" / "copies.csv")
     exact = table[table["kind"] == "exact"]
     assert list(zip(exact["forget_id"], exact["copy_id"], strict=True)) == [(cat0, again)]

@@ -75,6 +75,7 @@ class CopyCheck:
         self.detectors = Detectors(split.data, scans, opts.phash_distance,
                                    opts.feature_similarity, opts.row_distance,
                                    opts.pixel_similarity)  # fmt: skip
+        self.csv_name = CSV_NAME  # as the run folder names it (a stream's step: copies/step-<k>/)
         self.pairs = pd.DataFrame()
         self.seconds = 0.0
         self.extended_by = 0
@@ -245,7 +246,7 @@ class CopyCheck:
             "extended_by": self.extended_by,
             "seconds": self.seconds,
             "seconds_by_scan": dict(self.detectors.seconds),
-            "csv": CSV_NAME,
+            "csv": self.csv_name,
         }  # fmt: skip
 
     def caption(self) -> str:
@@ -261,7 +262,7 @@ class CopyCheck:
         if hidden:
             text += ("; " if text else "") + f"{hidden} hidden members of the forgotten class " \
                 "remain under other labels"  # fmt: skip
-        return f"Copies: {text} ({CSV_NAME})." if text else ""
+        return f"Copies: {text} ({self.csv_name})." if text else ""
 
 
 def merge_found(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:

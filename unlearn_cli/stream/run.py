@@ -146,6 +146,7 @@ def copy_checks(config: RunConfig, plan: StreamPlan, run_dir: Path) -> dict[int,
         if check is None:
             return {}
         folder.mkdir(parents=True, exist_ok=True)
+        check.csv_name = f"copies/step-{k}/{check.csv_name}"
         checks[k] = check
     return checks
 
