@@ -522,7 +522,9 @@ def test_a_preempted_submitit_job_is_requeued_and_resumes(tmp_path):
     args = [unlearn_executable(), "run", "-m", "hydra/launcher=submitit_local",
             "dataset=digits", "model.width=8", "model.train.epochs=20", "device=cpu",
             "evaluation.noise_floor=false", "evaluation.plots=false", "forget_class=3",
-            "method=retrain", "hydra.sweep.dir=sweep"]  # fmt: skip
+            # only the original's training is preempted: no reference to train after it
+            "method=finetune", "evaluation.reference=none", "request.copies=off",
+            "hydra.sweep.dir=sweep"]  # fmt: skip
     sweep = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)  # fmt: skip
     staging = tmp_path / "outputs" / "cache" / "models" / ".staging"
