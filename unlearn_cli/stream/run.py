@@ -67,11 +67,11 @@ def run_stream(config: RunConfig, run_dir: Path | str) -> dict:
         raise UserError("original.checkpoint already forgot earlier requests; a stream on it "
                         "is not supported yet: put those requests first in the stream, or "
                         "run its requests one by one through original.checkpoint")  # fmt: skip
-    record = RunRecord(run_dir, config, forget_tag_of(config))
-    record.update(stream=describe_plan(plan), device=str(device))
     copies = copy_checks(config, plan, run_dir)
     for check in copies.values():  # request.copies=refuse stops here when a hash finds copies
         check.before_model()
+    record = RunRecord(run_dir, config, forget_tag_of(config))
+    record.update(stream=describe_plan(plan), device=str(device))
     log.info("%s on %s/%s: a stream of %d requests (%s), device %s", config.method.name,
              data.name, config.model.name, len(plan.requests),
              ", ".join(r.tag for r in plan.requests), device)  # fmt: skip
