@@ -172,12 +172,12 @@ def window_similarity(queries: np.ndarray, points: np.ndarray, q: np.ndarray, p:
     or content wrapped round): the window never reaches that border."""
     height, width = queries.shape[1:]
     inner = (slice(None), slice(margin, height - margin), slice(margin, width - margin))
-    window = unit_centred(queries[q][inner])
+    window, others = unit_centred(queries[q][inner]), points[p]
     best = np.full(len(q), -1.0)
     for dy in range(-margin, margin + 1):
         for dx in range(-margin, margin + 1):
-            moved = points[p][:, margin + dy : height - margin + dy,
-                              margin + dx : width - margin + dx]  # fmt: skip
+            moved = others[:, margin + dy : height - margin + dy,
+                           margin + dx : width - margin + dx]  # fmt: skip
             best = np.maximum(best, np.einsum("ij,ij->i", window, unit_centred(moved)))
     return best
 

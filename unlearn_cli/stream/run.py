@@ -159,7 +159,8 @@ def scan_with_original(copies: dict[int, CopyCheck], original: nn.Module, device
         check.with_original(original, device)  # refuse stops here; extend is not offered
         if plots:
             check.write_plot(check.run_dir)
-        log.info("step %d: %s", k, check.caption())
+        if check.caption():
+            log.info("step %d: %s", k, check.caption())
     if copies:
         record.update(copies={"steps": {str(k): c.summary() for k, c in copies.items()},
                               "seconds": sum(c.seconds for c in copies.values())})  # fmt: skip
