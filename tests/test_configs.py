@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
+from copy import deepcopy
 from importlib.resources import files
 from pathlib import Path
 
 import pytest
 import torch
 from hydra import compose, initialize_config_module
+from omegaconf import OmegaConf
 
 from unlearn_cli.audit import audit_dir
 from unlearn_cli.data import DATASETS
@@ -99,11 +102,18 @@ def test_struct_mode_rejects_unknown_keys(make_cfg):
         make_cfg("forget_clas=cat")
 
 
-def sweep_dir(*overrides: str) -> str:
-    """The sweep folder Hydra would create for a multirun started now."""
+def sweep_dirs(*overrides: str, starts: int = 2) -> list[str]:
+    """The sweep folders Hydra would create for multiruns started a millisecond apart: copies
+    of one composed config, each without the `${now:}` values resolved (and cached) so far."""
     with initialize_config_module("unlearn_cli.configs", version_base="1.3"):
         cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
-    return str(cfg.hydra.sweep.dir)
+    dirs = []
+    for _ in range(starts):
+        started = deepcopy(cfg)
+        OmegaConf.clear_cache(started)
+        dirs.append(str(started.hydra.sweep.dir))
+        time.sleep(0.001)
+    return dirs
 
 
 @pytest.mark.parametrize("sweep", [None, *group_options("sweep")])
@@ -112,7 +122,7 @@ def test_sweeps_started_in_the_same_second_get_their_own_folders(sweep):
     halves in two terminals) must not write their jobs into one folder: the `${now:}` in every
     sweep dir goes down to the microsecond."""
     overrides = [] if sweep is None else [f"sweep={sweep}"]
-    first, second = sweep_dir(*overrides), sweep_dir(*overrides)
+    first, second = sweep_dirs(*overrides)
     assert first != second
     assert first.split("/")[:-1] == second.split("/")[:-1]  # the same root, another folder
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 
 import numpy as np
@@ -89,6 +90,17 @@ MEMORISED = [*TINY, "dataset.noise=3.0", "dataset.samples_per_class=100",
              "evaluation.lira.shadow_models=4", "method=retrain"]  # fmt: skip
 
 
+@pytest.fixture
+def memorised(make_cfg, tmp_path_factory):
+    """The MEMORISED config with one model cache for every test that uses it, shared by the
+    pytest-xdist workers (the cache's lock trains a missing model once): the no-op and the
+    exact-unlearning checks train the same U-LiRA shadows (the run's seed, the same retain and
+    training rows), so the second finds them there."""
+    root = tmp_path_factory.getbasetemp()  # under xdist, each worker's: the session's is above
+    shared = (root.parent if "PYTEST_XDIST_WORKER" in os.environ else root) / "ulira-memorised"
+    return make_cfg(*MEMORISED, f"cache_dir={shared}")
+
+
 def test_ulira_populations_are_unlearned_and_retrained_shadows(make_cfg, tmp_path, monkeypatch):
     """Issue 33: side A = trained on the forget set, then the run's method removed it; side B =
     trained from scratch on the retain set. No shadow that only ran the method on other samples
@@ -164,10 +176,10 @@ def test_ulira_of_exact_retraining_is_50(make_cfg, tmp_path):
     assert data["method_metrics"]["ulira_acc"] == pytest.approx(50)
 
 
-def test_ulira_tells_a_no_op_from_retraining(make_cfg, monkeypatch):
+def test_ulira_tells_a_no_op_from_retraining(memorised, monkeypatch):
     """Ground truth on a tiny model: a method that changes nothing (the run's unlearned model is
     its original; the shadows' side A their originals) is far from retraining."""
-    cfg = make_cfg(*MEMORISED)
+    cfg = memorised
     config = validate_config(cfg)
     split, device = split_of(cfg), torch.device("cpu")
     models = build_models(config, split, device).models
@@ -180,12 +192,12 @@ def test_ulira_tells_a_no_op_from_retraining(make_cfg, monkeypatch):
     assert rows["unlearned"]["ulira_member"] > rows["retrain"]["ulira_member"] + 50
 
 
-def test_ulira_cannot_tell_exact_unlearning_from_retraining(make_cfg, monkeypatch):
+def test_ulira_cannot_tell_exact_unlearning_from_retraining(memorised, monkeypatch):
     """Ground truth on a tiny model: an exact method that is not the reference itself (retraining
     with another seed, for the shadows' side A and for the scored models) is near 50. One pair of
     scored models carries model-level noise (45-59 over run seeds 0-3), so three pairs of
     independent retrainings are scored and their mean is checked."""
-    cfg = make_cfg(*MEMORISED)
+    cfg = memorised
     split, device = split_of(cfg), torch.device("cpu")
     monkeypatch.setattr(methods, "run_method", with_fixtures(cfg, methods.run_method))
     variant = replace(validate_config(cfg), method=Choice("retrain_other_seed", RetrainOptions()))

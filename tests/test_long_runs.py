@@ -5,6 +5,7 @@ cache a team can share (umask permissions, read-only use)."""
 
 from __future__ import annotations
 
+import csv
 import errno
 import json
 import os
@@ -420,11 +421,11 @@ def test_a_full_disk_at_the_report_and_the_export_is_one_line(unlearn_here, run_
     assert not (run / "export" / "state_dict.pt").exists()
 
 
-def test_an_unwritable_outputs_folder_is_one_line(run_script, tmp_path):
+def test_an_unwritable_outputs_folder_is_one_line(unlearn_here, tmp_path):
     (tmp_path / "outputs").write_text("a file where the run folders would go")
-    proc = run_script("run", *TINY)
-    line = one_error_line(proc.stderr)
-    assert proc.returncode == 2 and "cannot be written to" in line
+    code, _, err = unlearn_here("run", *TINY)
+    line = one_error_line(err)
+    assert code == 2 and "cannot be written to" in line
 
 
 # ----------------------------------------------------------------------------- killed runs
@@ -515,13 +516,14 @@ def test_a_read_only_cache_entry_is_used_without_writing(tmp_path, monkeypatch):
 
 
 def test_a_preempted_submitit_job_is_requeued_and_resumes(tmp_path):
-    """The submitit local executor: SIGUSR2 (what Slurm sends on preemption) makes submitit
-    checkpoint the launcher's job and requeue it; the requeued job resumes the original's
-    training from its last epoch checkpoint."""
+    """The Slurm path (hydra-submitit-launcher) with submitit's local executor: SIGUSR2 (what
+    Slurm sends on preemption) makes submitit checkpoint the launcher's job and requeue it; the
+    requeued job resumes the original's training from its last epoch checkpoint."""
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     args = [unlearn_executable(), "run", "-m", "hydra/launcher=submitit_local",
-            "dataset=digits", "model.width=8", "model.train.epochs=20", "device=cpu",
+            "dataset=digits", "model.width=8", "model.train.epochs=12", "device=cpu",
             "evaluation.noise_floor=false", "evaluation.plots=false", "forget_class=3",
+            "evaluation.representation=false",
             # only the original's training is preempted: no reference to train after it
             "method=finetune", "evaluation.reference=none", "request.copies=off",
             "hydra.sweep.dir=sweep"]  # fmt: skip
@@ -541,6 +543,9 @@ def test_a_preempted_submitit_job_is_requeued_and_resumes(tmp_path):
     assert "this job is preempted" in logs and "Requeued job" in logs
     assert "original: resuming from epoch" in logs
     assert json.loads(metrics.read_text())["status"] == "completed"
+    with open(tmp_path / "sweep" / "summary.csv", newline="") as f:
+        (job,) = csv.DictReader(f)  # one summary, written once the requeued job ended
+    assert job["status"] == "completed"
 
 
 def signal_usr2() -> int:

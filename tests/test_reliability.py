@@ -84,10 +84,11 @@ def as_a_foreground_process() -> None:
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "kill"])
 def test_interrupted_run_is_recorded_and_a_rerun_resumes_from_the_cache(tmp_path, sig,
                                                                         unlearn_here):  # fmt: skip
-    # 40 epochs: the retrain runs for seconds, so the signal lands inside its training loop.
+    # 20 epochs: the retrain runs for seconds, so the signal lands inside its training loop.
     args = [unlearn_executable(), "run", "dataset=digits", "model.width=8",
-            "model.train.epochs=40", "device=cpu", "forget_class=3",
-            "evaluation.noise_floor=false", "method=retrain"]  # fmt: skip
+            "model.train.epochs=20", "device=cpu", "forget_class=3", "method=retrain",
+            "evaluation.noise_floor=false", "evaluation.plots=false",
+            "evaluation.representation=false", "request.copies=off"]  # fmt: skip
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, env=env,

@@ -1,4 +1,5 @@
-"""Sweeps that fan out: the joblib and submitit launchers, the Optuna sweeper, the shared cache."""
+"""Sweeps that fan out: the joblib launcher, the Optuna sweeper, the shared cache (the submitit
+launcher: tests/test_long_runs.py, where a preempted job is requeued)."""
 
 from __future__ import annotations
 
@@ -29,16 +30,6 @@ def test_parallel_launcher_trains_each_base_model_once(run_cli, tmp_path):
     logs = job_logs(sweep)
     assert logs.count("cache miss: training the original model") == 2  # one per seed
     assert logs.count("cache miss: training the retrain model") == 2
-
-
-def test_submitit_local_executor_runs_the_jobs(run_cli, tmp_path):
-    """The Slurm path (hydra-submitit-launcher) with submitit's local executor."""
-    run_cli("run", "-m", "hydra/launcher=submitit_local", "method=retrain", "seed=0", *TINY,
-            check=True)  # fmt: skip
-    sweep = only_sweep(tmp_path)
-    summary = pd.read_csv(sweep / "summary.csv")
-    assert len(summary) == 1 and (summary["status"] == "completed").all()
-    assert (sweep / ".submitit").is_dir()  # the jobs really went through submitit
 
 
 def test_optuna_sweep_minimises_val_gap_and_survives_failed_trials(run_cli, tmp_path):

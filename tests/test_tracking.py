@@ -4,6 +4,7 @@ files, the faults that must not cost a run, sync-tracking once each, and `unlear
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -59,6 +60,8 @@ def test_every_tracker_reads_back_and_a_real_mlflow_server_finds_the_run(run_cli
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
          "--backend-store-uri", store_uri(tmp_path / "served"), "--workers", "1"],
         cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        # no background job runner (two more processes, seconds of CPU): sync-tracking uses none
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
