@@ -83,18 +83,30 @@ def rejected_values(hint) -> list:
     return wrong
 
 
-@pytest.fixture(scope="module")
-def composed(tmp_path_factory):
-    from hydra import compose, initialize_config_module
+class Composed(dict):
+    """(the YAML files' own values, the same made runnable here) of each case, composed the
+    first time a test asks for it: a worker composes only the cases it runs, and once."""
 
-    cache = tmp_path_factory.mktemp("cache")
-    out = {}
-    with initialize_config_module("unlearn_cli.configs", version_base="1.3"):
-        for overrides, _, _ in CASES:
-            yaml = compose("config", overrides=overrides)  # the YAML files' own values
-            runnable = OmegaConf.merge(yaml, {"device": "cpu", "cache_dir": str(cache)})
-            out[case_id((overrides,))] = (yaml, runnable)
-    return out
+    def __init__(self, cache: Path):
+        super().__init__()
+        self.cache = cache
+
+    def __missing__(self, key: str):
+        from hydra import compose, initialize_config_module
+
+        (overrides,) = [o for o, _, _ in CASES if case_id((o,)) == key][:1]
+        with initialize_config_module("unlearn_cli.configs", version_base="1.3"):
+            yaml = compose("config", overrides=overrides)
+        runnable = OmegaConf.merge(yaml, {"device": "cpu", "cache_dir": str(self.cache)})
+        self[key] = (yaml, runnable)
+        return self[key]
+
+
+@pytest.fixture(scope="session")
+def composed(tmp_path_factory):
+    """Session-scoped: pytest-xdist's worksteal can hand a worker this module's tests in several
+    stretches, and a module-scoped fixture is set up again for each (three times, 7 s each)."""
+    return Composed(tmp_path_factory.mktemp("cache"))
 
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
