@@ -47,6 +47,14 @@ def pytest_configure(config):
         torch.set_num_threads(share)
 
 
+def pytest_collection_modifyitems(items):
+    """The `slow` tests (seconds to a minute each: processes, launchers, real servers) first.
+    pytest-xdist's worksteal gives each worker a contiguous half of this list and an idle worker
+    takes the end of the other's queue: with the long tests up front, the last tests of the run
+    are short ones and neither core idles while the other finishes a long test."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: order kept
+
+
 @pytest.fixture
 def make_cfg(tmp_path: Path):
     def make(*overrides: str):

@@ -118,6 +118,7 @@ def cache_user(tmp_path, sleep: float) -> subprocess.Popen:
     )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_two_processes_train_a_missing_model_once(tmp_path):
     procs = [cache_user(tmp_path, 2.0) for _ in range(2)]
     outputs = [p.communicate(timeout=120)[0].split() for p in procs]

@@ -11,6 +11,7 @@ import pytest
 from .conftest import TINY as TINY_ARGS
 
 
+@pytest.mark.slow
 def test_single_run_writes_the_run_folder(run_script, run_cli, tmp_path):
     # the installed script
     proc = run_script("run", *TINY_ARGS, "method=retrain", "evaluation.plots=true", check=True)

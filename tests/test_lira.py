@@ -176,6 +176,7 @@ def test_ulira_of_exact_retraining_is_50(make_cfg, tmp_path):
     assert data["method_metrics"]["ulira_acc"] == pytest.approx(50)
 
 
+@pytest.mark.slow
 def test_ulira_tells_a_no_op_from_retraining(memorised, monkeypatch):
     """Ground truth on a tiny model: a method that changes nothing (the run's unlearned model is
     its original; the shadows' side A their originals) is far from retraining."""
@@ -192,6 +193,7 @@ def test_ulira_tells_a_no_op_from_retraining(memorised, monkeypatch):
     assert rows["unlearned"]["ulira_member"] > rows["retrain"]["ulira_member"] + 50
 
 
+@pytest.mark.slow
 def test_ulira_cannot_tell_exact_unlearning_from_retraining(memorised, monkeypatch):
     """Ground truth on a tiny model: an exact method that is not the reference itself (retraining
     with another seed, for the shadows' side A and for the scored models) is near 50. One pair of

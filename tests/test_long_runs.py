@@ -515,6 +515,7 @@ def test_a_read_only_cache_entry_is_used_without_writing(tmp_path, monkeypatch):
 # ----------------------------------------------------------------------------- preemption
 
 
+@pytest.mark.slow
 def test_a_preempted_submitit_job_is_requeued_and_resumes(tmp_path):
     """The Slurm path (hydra-submitit-launcher) with submitit's local executor: SIGUSR2 (what
     Slurm sends on preemption) makes submitit checkpoint the launcher's job and requeue it; the

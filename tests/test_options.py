@@ -302,6 +302,7 @@ print(json.dumps({
 """
 
 
+@pytest.mark.slow
 def test_a_new_method_is_its_module_and_yaml(toy_method, tmp_path):
     """Help, a run with a checked option, and the benchmark pick it up without other edits."""
     import json

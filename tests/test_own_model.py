@@ -242,6 +242,7 @@ def test_a_frozen_backbone_keeps_its_weights_and_batch_norm(tmp_path):
     assert model.train().features.training is False
 
 
+@pytest.mark.slow
 def test_cli_torchvision_with_weights_reference_none_and_export(unlearn_here, tmp_path):
     """docs/own-model.md's worked example in small: pretrained weights on disk, a forget list, no
     retrained oracle, then `unlearn export` loaded by torchvision's own constructor."""
@@ -399,6 +400,7 @@ def test_a_given_original_may_be_asked_to_forget_a_validation_row(tmp_path):
     assert row not in split.retain_idx
 
 
+@pytest.mark.slow
 def test_every_method_runs_on_a_frozen_backbone_and_leaves_it_alone(tmp_path):
     """With model.freeze_backbone only the head may change, whatever the method (ssd and
     fisher once looked up importances the frozen weights do not have)."""
@@ -461,6 +463,7 @@ def test_the_cache_keys_by_the_content_of_model_weights(tmp_path):
     assert model_key(node) != before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["cnn", "resnet18"])
 def test_export_of_our_own_models_loads_in_plain_torch(unlearn_here, tmp_path, model):
     extra = ["model.width=8"] if model == "cnn" else ["model=resnet18", "model.train.epochs=1"]

@@ -81,6 +81,7 @@ def as_a_foreground_process() -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "kill"])
 def test_interrupted_run_is_recorded_and_a_rerun_resumes_from_the_cache(tmp_path, sig,
                                                                         unlearn_here):  # fmt: skip

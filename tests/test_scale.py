@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import yaml
 
 from .conftest import TINY
@@ -20,6 +21,7 @@ def job_logs(sweep: Path) -> str:
     return "".join(p.read_text() for p in sweep.glob("*/unlearn.log"))
 
 
+@pytest.mark.slow
 def test_parallel_launcher_trains_each_base_model_once(run_cli, tmp_path):
     """The issue's acceptance sweep, two jobs at a time on this machine."""
     run_cli("run", "-m", "hydra/launcher=parallel", "hydra.launcher.n_jobs=2",

@@ -136,6 +136,7 @@ def test_influence_last_layer_streams_like_in_memory(make_cfg, tmp_path, make_fo
         assert torch.allclose(value, results[1][key], atol=1e-4)
 
 
+@pytest.mark.slow
 def test_cli_run_on_a_streamed_folder(run_cli, tmp_path, make_folder):
     """End to end on a disk store; loading options stay out of the model cache keys."""
     root = make_folder(tmp_path / "animals")

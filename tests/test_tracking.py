@@ -51,6 +51,7 @@ def wait_for(base: str, server: subprocess.Popen) -> None:
             time.sleep(0.5)
 
 
+@pytest.mark.slow
 def test_every_tracker_reads_back_and_a_real_mlflow_server_finds_the_run(run_cli, tmp_path):
     """One run with every tracker, read back from a real SQLite store, TensorBoard's event
     files and the CSV; then the same folder synced to a real `mlflow server` (started first:
@@ -123,6 +124,7 @@ def check_a_run_in_every_tracker(run_cli, tmp_path):
     assert csv.startswith("name,step,value") and "unlearned/avg_gap,0," in csv
 
 
+@pytest.mark.slow
 def test_a_multirun_is_grouped_under_its_sweep_and_synced_once(run_cli, tmp_path):
     uri = store_uri(tmp_path / "store")
     tracker = ["logger=mlflow", f"logger.mlflow.tracking_uri={uri}"]
