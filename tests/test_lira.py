@@ -86,7 +86,7 @@ def test_ulira_pair_seeds_never_are_the_scored_models(make_cfg):
 
 # Hard, memorised tiny data: a no-op is far from retraining on the forget samples.
 MEMORISED = [*TINY, "dataset.noise=3.0", "dataset.samples_per_class=100",
-             "model.train.epochs=40", "forget_fraction=0.2", "evaluation=ulira",
+             "model.train.epochs=25", "forget_fraction=0.2", "evaluation=ulira",
              "evaluation.lira.shadow_models=4", "method=retrain"]  # fmt: skip
 
 
@@ -189,7 +189,7 @@ def test_ulira_tells_a_no_op_from_retraining(memorised, monkeypatch):
     rows = {role: {} for role in no_op}
     variant = replace(config, method=Choice("no_op", RetrainOptions()))
     scores = add_ulira(rows, no_op, split, variant, device)
-    assert scores["ulira_acc"] > 75  # 84-89 over run seeds 0-3
+    assert scores["ulira_acc"] > 75  # 83-87 over run seeds 0-3
     assert rows["unlearned"]["ulira_member"] > rows["retrain"]["ulira_member"] + 50
 
 
@@ -197,8 +197,8 @@ def test_ulira_tells_a_no_op_from_retraining(memorised, monkeypatch):
 def test_ulira_cannot_tell_exact_unlearning_from_retraining(memorised, monkeypatch):
     """Ground truth on a tiny model: an exact method that is not the reference itself (retraining
     with another seed, for the shadows' side A and for the scored models) is near 50. One pair of
-    scored models carries model-level noise (45-59 over run seeds 0-3), so three pairs of
-    independent retrainings are scored and their mean is checked."""
+    scored models carries model-level noise (42-58 over run seeds 0-3), so three pairs of
+    independent retrainings are scored and their mean is checked (46-52 over those seeds)."""
     cfg = memorised
     split, device = split_of(cfg), torch.device("cpu")
     monkeypatch.setattr(methods, "run_method", with_fixtures(cfg, methods.run_method))
