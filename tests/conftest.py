@@ -71,28 +71,6 @@ def unlearn_executable() -> str:
 
 
 @pytest.fixture
-def run_script(tmp_path: Path):
-    """Run the installed `unlearn` script in a subprocess, inside tmp_path: for what only a real
-    process shows (the console script itself, signals, launchers that spawn processes)."""
-
-    def run(*args: str, check: bool = False) -> subprocess.CompletedProcess:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        proc = subprocess.run(
-            [unlearn_executable(), *args],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=300,
-        )
-        if check and proc.returncode != 0:
-            raise AssertionError(f"unlearn {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
-        return proc
-
-    return run
-
-
-@pytest.fixture
 def run_cli(unlearn_here):
     """`unlearn ARGS` inside tmp_path, in-process (a subprocess costs seconds of imports): the
     same exit code, stdout and stderr as the script gives. An exception the CLI lets escape

@@ -11,10 +11,10 @@ import pytest
 from .conftest import TINY as TINY_ARGS
 
 
-@pytest.mark.slow
-def test_single_run_writes_the_run_folder(run_script, run_cli, tmp_path):
-    # the installed script
-    proc = run_script("run", *TINY_ARGS, "method=retrain", "evaluation.plots=true", check=True)
+def test_single_run_writes_the_run_folder(run_cli, tmp_path):
+    # In-process: the installed script runs as a real process in tests/test_packaging.py (a
+    # whole run from a wheel) and tests/test_reliability.py (its signals and exit codes).
+    proc = run_cli("run", *TINY_ARGS, "method=retrain", "evaluation.plots=true", check=True)
     runs = list((tmp_path / "outputs" / "runs").iterdir())
     assert len(runs) == 1
     run = runs[0]
