@@ -94,7 +94,7 @@ class Composed(dict):
     def __missing__(self, key: str):
         from hydra import compose, initialize_config_module
 
-        (overrides,) = [o for o, _, _ in CASES if case_id((o,)) == key][:1]
+        overrides = next(o for o, _, _ in CASES if case_id((o,)) == key)
         with initialize_config_module("unlearn_cli.configs", version_base="1.3"):
             yaml = compose("config", overrides=overrides)
         runnable = OmegaConf.merge(yaml, {"device": "cpu", "cache_dir": str(self.cache)})
